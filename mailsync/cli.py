@@ -1,0 +1,196 @@
+"""The command line: parse, load the config, call the engine, map errors to exit codes.
+
+No protocol, Maildir, SQL or sync decisions here. main() is the one place that turns
+every failure into one line and the contract's exit status.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from mailsync import __version__
+from mailsync.errors import EX_IOERR, EX_USAGE, Interrupted, MailsyncError
+
+EX_SOFTWARE = 70
+
+
+class Context:
+    def __init__(self, config_path: str | None, quiet: bool, verbose: int, json_out: bool,
+                 progress: bool) -> None:
+        from mailsync.ui import OutputOptions, Ui
+        self.config_path = Path(config_path).expanduser() if config_path else None
+        self.ui = Ui(OutputOptions(quiet=quiet, verbose=verbose, json=json_out,
+                                   progress=progress))
+        self.verbose = verbose
+
+    def config(self):
+        from mailsync.config import load_config
+        cfg = load_config(self.config_path)
+        for warning in cfg.warnings:
+            self.ui.warn(warning)
+        return cfg
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-c", "--config", "config_path", metavar="PATH",
+              help="Config file (default: $MAILSYNC_CONFIG, else "
+                   "$XDG_CONFIG_HOME/mailsync/config.toml).")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@click.option("-v", "--verbose", count=True,
+              help="More detail; -vv adds a protocol trace with secrets redacted.")
+@click.option("--json", "json_out", is_flag=True,
+              help="Print one JSON summary object on stdout when done.")
+@click.option("--no-progress", is_flag=True, help="Never draw progress bars.")
+@click.version_option(__version__, "--version", prog_name="mailsync")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, quiet: bool, verbose: int,
+        json_out: bool, no_progress: bool) -> None:
+    """Keep local Maildirs in step with POP3 and IMAP servers."""
+    ctx.obj = Context(config_path, quiet, verbose, json_out, not no_progress)
+
+
+def _run(ctx: Context, names: tuple[str, ...], options) -> None:
+    from mailsync.engine import overall_exit_code, run_accounts
+    accounts = ctx.config().select(names)
+    results = run_accounts(accounts, options, ctx.ui)
+    code = overall_exit_code(results)
+    ctx.ui.results(results, code)
+    sys.exit(code)
+
+
+@cli.command()
+@click.argument("accounts", nargs=-1)
+@pass_ctx
+def run(ctx: Context, accounts: tuple[str, ...]) -> None:
+    """Each account's own job: POP3 accounts fetch, IMAP accounts sync (all accounts when
+    none is named). This is what cron calls."""
+    from mailsync.engine import RunOptions
+    _run(ctx, accounts, RunOptions(command="run"))
+
+
+@cli.command()
+@click.argument("accounts", nargs=-1)
+@click.option("--keep", is_flag=True, default=None,
+              help="POP3: leave the messages on the server.")
+@click.option("--limit", type=click.IntRange(min=0), metavar="N",
+              help="POP3: download at most N messages.")
+@click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
+@pass_ctx
+def fetch(ctx: Context, accounts: tuple[str, ...], keep: bool | None, limit: int | None,
+          dry_run: bool) -> None:
+    """POP3: download new messages, then delete them on the server. IMAP: a one-way pull
+    of new mail, as `sync --mode pull`."""
+    from mailsync.engine import RunOptions
+    _run(ctx, accounts, RunOptions(command="fetch", dry_run=dry_run, keep=keep, limit=limit,
+                                   mode="pull"))
+
+
+@cli.command()
+@click.argument("accounts", nargs=-1)
+@click.option("--folder", "folders", multiple=True, metavar="GLOB",
+              help="Only server folders matching GLOB (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
+@click.option("--mode", type=click.Choice(["sync", "pull", "push", "backup"]),
+              help="Override the account's mode for this run.")
+@click.option("--allow-mass-delete", is_flag=True,
+              help="Proceed even where a run would delete more than max_delete of a folder.")
+@click.option("--full", is_flag=True,
+              help="Upgrade every headers-only placeholder to the full message.")
+@pass_ctx
+def sync(ctx: Context, accounts: tuple[str, ...], folders: tuple[str, ...], dry_run: bool,
+         mode: str | None, allow_mass_delete: bool, full: bool) -> None:
+    """IMAP two-way sync between server folders and local Maildir folders."""
+    from mailsync.engine import RunOptions
+    _run(ctx, accounts, RunOptions(command="sync", dry_run=dry_run, mode=mode,
+                                   folders=folders, allow_mass_delete=allow_mass_delete,
+                                   full=full))
+
+
+@cli.command()
+@click.argument("accounts", nargs=-1)
+@pass_ctx
+def check(ctx: Context, accounts: tuple[str, ...]) -> None:
+    """Validate the config, connect, verify TLS, log in, list capabilities and folders;
+    changes nothing anywhere."""
+    from mailsync.inspect import check_accounts
+    results = check_accounts(ctx.config().select(accounts), ctx.ui)
+    sys.exit(results)
+
+
+@cli.command()
+@click.argument("accounts", nargs=-1)
+@pass_ctx
+def status(ctx: Context, accounts: tuple[str, ...]) -> None:
+    """What the local state knows: last run, its result, counts per folder."""
+    from mailsync.inspect import show_status
+    sys.exit(show_status(ctx.config().select(accounts), ctx.ui))
+
+
+@cli.command()
+@click.argument("account")
+@pass_ctx
+def folders(ctx: Context, account: str) -> None:
+    """Server folders with message counts and the local folder each maps to."""
+    from mailsync.inspect import show_folders
+    sys.exit(show_folders(ctx.config().select([account])[0], ctx.ui))
+
+
+@cli.command()
+@click.argument("path", required=False, type=click.Path(dir_okay=False))
+@pass_ctx
+def init(ctx: Context, path: str | None) -> None:
+    """Write a commented example config (never overwrites a file)."""
+    from mailsync.config import default_config_path
+    from mailsync.example import write_example
+    target = Path(path).expanduser() if path else (ctx.config_path or default_config_path())
+    write_example(target)
+    ctx.ui.lines([f"wrote {target}; edit it, then run `mailsync check`"])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: every failure becomes one line and the contract's exit code."""
+    verbose = sum(a.count("v") for a in (argv or sys.argv[1:])
+                  if a.startswith("-v") or a == "--verbose")
+    try:
+        cli.main(args=argv, prog_name="mailsync", standalone_mode=False)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 0
+    except click.UsageError as exc:
+        if type(exc).__name__.startswith("NoArgsIsHelp"):
+            click.echo(exc.ctx.get_help() if exc.ctx else "", err=True)
+            sys.exit(EX_USAGE)
+        hint = f" (see `mailsync {exc.ctx.info_name if exc.ctx else ''} --help`)"
+        click.echo(f"mailsync: {exc.format_message()}{hint}", err=True)
+        code = EX_USAGE
+    except click.exceptions.Abort:
+        click.echo("mailsync: interrupted", err=True)
+        code = Interrupted.exit_code
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except MailsyncError as exc:
+        click.echo(f"mailsync: {exc}", err=True)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("mailsync: interrupted; what was stored is recorded, run again to finish",
+                   err=True)
+        code = Interrupted.exit_code
+    except OSError as exc:
+        click.echo(f"mailsync: {exc.filename or ''}: {exc.strerror or exc}", err=True)
+        code = EX_IOERR
+    except Exception as exc:  # a bug: one line, the traceback only with -vv
+        click.echo(f"mailsync: internal error: {type(exc).__name__}: {exc} "
+                   "(rerun with -vv and report it)", err=True)
+        if verbose >= 2:
+            traceback.print_exc()
+        code = EX_SOFTWARE
+    sys.stdout.flush()
+    sys.exit(code)
+

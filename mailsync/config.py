@@ -1,0 +1,371 @@
+"""TOML config -> frozen, validated Account values; password resolution.
+
+Every refusal names the file, the line where it can be found, the key and the fix,
+and exits 78 through ConfigError.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mailsync.errors import ConfigError
+
+PROTOCOLS = ("pop3", "imap")
+TLS_MODES = ("implicit", "starttls", "none")
+AUTH_METHODS = ("login", "plain", "xoauth2", "oauthbearer")
+MODES = ("sync", "pull", "push", "backup")
+LAYOUTS = ("maildir++", "fs")
+PASSWORD_KEYS = ("password_command", "password_env", "password")
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    protocol: str
+    host: str
+    user: str
+    port: int
+    tls: str
+    maildir: Path
+    state_dir: Path
+    allow_plaintext: bool = False
+    ca_file: Path | None = None
+    password_command: str | None = None
+    password_env: str | None = None
+    password: str | None = field(default=None, repr=False)
+    auth: str = "login"
+    oauth2_token_command: str | None = None
+    keep: bool = False
+    keep_days: int = 0
+    max_size: int = 0
+    limit: int = 0
+    timeout: float = 60.0
+    mode: str = "sync"
+    folders: tuple[str, ...] = ("*",)
+    exclude: tuple[str, ...] = ()
+    layout: str = "maildir++"
+    max_delete: float = 0.5
+    connections: int = 1
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    accounts: dict[str, Account]
+    warnings: tuple[str, ...] = ()
+
+    def select(self, names: tuple[str, ...] | list[str]) -> list[Account]:
+        """The named accounts in the given order, or all of them when none is named."""
+        if not names:
+            return list(self.accounts.values())
+        unknown = [n for n in names if n not in self.accounts]
+        if unknown:
+            known = ", ".join(self.accounts) or "none"
+            raise ConfigError(f"{self.path}: no account named {unknown[0]!r}",
+                              f"accounts in this file: {known}")
+        return [self.accounts[n] for n in names]
+
+
+def default_config_path() -> Path:
+    if os.environ.get("MAILSYNC_CONFIG"):
+        return Path(os.environ["MAILSYNC_CONFIG"]).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or "~/.config"
+    return Path(base).expanduser() / "mailsync" / "config.toml"
+
+
+def default_state_dir(account: str) -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or "~/.local/state"
+    return Path(base).expanduser() / "mailsync" / account
+
+
+# key -> (type check, description used in messages)
+def _is_str(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _is_bool(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_str_list(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+def _is_size(v: Any) -> bool:
+    return _is_int(v) or (isinstance(v, str) and _SIZE_RE.fullmatch(v.strip()) is not None)
+
+
+KEYS: dict[str, tuple[Any, str]] = {
+    "protocol": (_is_str, 'a string, "pop3" or "imap"'),
+    "host": (_is_str, "a host name string"),
+    "port": (_is_int, "a port number"),
+    "tls": (_is_str, 'a string: "implicit", "starttls" or "none"'),
+    "allow_plaintext": (_is_bool, "true or false"),
+    "ca_file": (_is_str, "a path string"),
+    "user": (_is_str, "a string"),
+    "password_command": (_is_str, "a shell command string"),
+    "password_env": (_is_str, "an environment variable name"),
+    "password": (_is_str, "a string"),
+    "auth": (_is_str, 'a string: "login", "plain", "xoauth2" or "oauthbearer"'),
+    "oauth2_token_command": (_is_str, "a shell command string"),
+    "maildir": (_is_str, "a path string"),
+    "maildir_root": (_is_str, "a path string"),
+    "state_dir": (_is_str, "a path string"),
+    "keep": (_is_bool, "true or false"),
+    "keep_days": (_is_int, "a whole number of days"),
+    "max_size": (_is_size, 'a size such as 20M, 500K or a number of bytes'),
+    "limit": (_is_int, "a whole number (0: no limit)"),
+    "timeout": (_is_number, "a number of seconds"),
+    "mode": (_is_str, 'a string: "sync", "pull", "push" or "backup"'),
+    "folders": (_is_str_list, 'a list of strings, e.g. ["*"]'),
+    "exclude": (_is_str_list, 'a list of strings, e.g. ["Junk"]'),
+    "layout": (_is_str, 'a string: "maildir++" or "fs"'),
+    "max_delete": (_is_number, "a number between 0 and 1"),
+    "connections": (_is_int, "a whole number of connections (1 to 16)"),
+}
+
+_SIZE_RE = re.compile(r"(\d+)\s*([kKmMgG]?)[bB]?")
+
+
+def parse_size(value: int | str) -> int:
+    if isinstance(value, int):
+        return value
+    m = _SIZE_RE.fullmatch(value.strip())
+    assert m is not None  # checked by _is_size
+    scale = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[m.group(2).lower()]
+    return int(m.group(1)) * scale
+
+
+class _Source:
+    """The config text, kept to point messages at the line of a key."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.lines = text.splitlines()
+
+    def where(self, section: str, key: str | None = None) -> str:
+        header = re.compile(r"^\s*\[\s*" + re.escape(section).replace(r"\.", r"\s*\.\s*")
+                            + r"\s*\]")
+        start = next((i for i, ln in enumerate(self.lines) if header.match(ln)), None)
+        if start is None:
+            return str(self.path)
+        if key is None:
+            return f"{self.path}:{start + 1}"
+        keyline = re.compile(r"^\s*\"?" + re.escape(key) + r"\"?\s*=")
+        for i in range(start + 1, len(self.lines)):
+            if re.match(r"^\s*\[", self.lines[i]):
+                break
+            if keyline.match(self.lines[i]):
+                return f"{self.path}:{i + 1}"
+        return f"{self.path}:{start + 1}"
+
+
+def load_config(path: Path | None = None) -> Config:
+    path = (path or default_config_path()).expanduser()
+    text = _read_text(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}",
+                          "fix the syntax at that line") from None
+    src = _Source(path, text)
+    unknown = [k for k in data if k not in ("defaults", "accounts")]
+    if unknown:
+        raise ConfigError(f"{src.where(unknown[0])}: unknown section [{unknown[0]}]",
+                          "use [defaults] and [accounts.NAME]")
+    defaults = _table(data.get("defaults", {}), "defaults", src)
+    _check_keys(defaults, "defaults", src)
+    accounts_data = _table(data.get("accounts", {}), "accounts", src)
+    if not accounts_data:
+        raise ConfigError(f"{path}: no accounts configured",
+                          "add an [accounts.NAME] table (see `mailsync init`)")
+    accounts = {}
+    for name, raw in accounts_data.items():
+        section = f"accounts.{name}"
+        raw = _table(raw, section, src)
+        _check_keys(raw, section, src)
+        accounts[name] = _build_account(name, {**defaults, **raw}, section, src)
+    return Config(path, accounts, tuple(_permission_warnings(path, data)))
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found",
+                          "write one with `mailsync init` or pass -c PATH") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc}",
+                          "check the file's permissions and encoding (UTF-8)") from None
+
+
+def _table(value: Any, section: str, src: _Source) -> dict:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{src.where(section)}: [{section}] must be a table",
+                          f"write it as [{section}] followed by key = value lines")
+    return value
+
+
+def _check_keys(raw: dict, section: str, src: _Source) -> None:
+    for key, value in raw.items():
+        if key not in KEYS:
+            close = [k for k in KEYS if k.startswith(key[:4])]
+            hint = f"did you mean {close[0]!r}?" if close else "remove it (see `man mailsync`)"
+            raise ConfigError(f"{src.where(section, key)}: unknown key {key!r} in [{section}]",
+                              hint)
+        check, expected = KEYS[key]
+        if not check(value):
+            raise ConfigError(f"{src.where(section, key)}: {key} must be {expected}, "
+                              f"not {value!r}" if key != "password" else
+                              f"{src.where(section, key)}: password must be a string",
+                              f"fix the value of {key}")
+
+
+def _choice(raw: dict, key: str, choices: tuple, default: str, section: str,
+            src: _Source) -> str:
+    value = raw.get(key, default)
+    if value not in choices:
+        raise ConfigError(f"{src.where(section, key)}: {key} = {value!r} is not one of "
+                          f"{', '.join(choices)}", f"set {key} to one of those")
+    return value
+
+
+def _build_account(name: str, raw: dict, section: str, src: _Source) -> Account:
+    if not re.fullmatch(r"[A-Za-z0-9_.@+-]+", name) or name.startswith("."):
+        raise ConfigError(f"{src.where(section)}: account name {name!r} is not usable",
+                          "use letters, digits, '.', '_', '-', '@' or '+'")
+    for key in ("protocol", "host", "user"):
+        if key not in raw:
+            raise ConfigError(f"{src.where(section)}: [{section}] is missing {key!r}",
+                              f"add {key} = \"...\" to [{section}]")
+    protocol = _choice(raw, "protocol", PROTOCOLS, "", section, src)
+    tls = _choice(raw, "tls", TLS_MODES, "implicit", section, src)
+    if tls == "none" and not raw.get("allow_plaintext", False):
+        raise ConfigError(f"{src.where(section, 'tls')}: tls = \"none\" sends the password "
+                          "in clear text", "use tls = \"starttls\" or set allow_plaintext = true")
+    auth = _choice(raw, "auth", AUTH_METHODS, "login", section, src)
+    _check_secret_source(raw, auth, section, src)
+    port = raw.get("port") or _default_port(protocol, tls)
+    if not 0 < port < 65536:
+        raise ConfigError(f"{src.where(section, 'port')}: port {port} is out of range",
+                          "use a port between 1 and 65535")
+    _check_ranges(raw, section, src)
+    root = Path(raw.get("maildir_root", "~/Mail")).expanduser()
+    maildir = Path(raw["maildir"]).expanduser() if "maildir" in raw else root / name
+    state_dir = (Path(raw["state_dir"]).expanduser() if "state_dir" in raw
+                 else default_state_dir(name))
+    return Account(
+        name=name, protocol=protocol, host=raw["host"], user=raw["user"], port=port,
+        tls=tls, maildir=maildir, state_dir=state_dir,
+        allow_plaintext=raw.get("allow_plaintext", False),
+        ca_file=Path(raw["ca_file"]).expanduser() if "ca_file" in raw else None,
+        password_command=raw.get("password_command"), password_env=raw.get("password_env"),
+        password=raw.get("password"), auth=auth,
+        oauth2_token_command=raw.get("oauth2_token_command"),
+        keep=raw.get("keep", False), keep_days=raw.get("keep_days", 0),
+        max_size=parse_size(raw.get("max_size", 0)), limit=raw.get("limit", 0),
+        timeout=float(raw.get("timeout", 60)),
+        mode=_choice(raw, "mode", MODES, "sync", section, src),
+        folders=tuple(raw.get("folders", ["*"])), exclude=tuple(raw.get("exclude", [])),
+        layout=_choice(raw, "layout", LAYOUTS, "maildir++", section, src),
+        max_delete=float(raw.get("max_delete", 0.5)), connections=raw.get("connections", 1),
+    )
+
+
+def _default_port(protocol: str, tls: str) -> int:
+    if protocol == "pop3":
+        return 995 if tls == "implicit" else 110
+    return 993 if tls == "implicit" else 143
+
+
+def _check_secret_source(raw: dict, auth: str, section: str, src: _Source) -> None:
+    given = [k for k in PASSWORD_KEYS if k in raw]
+    if auth in ("xoauth2", "oauthbearer"):
+        if "oauth2_token_command" not in raw:
+            raise ConfigError(f"{src.where(section, 'auth')}: auth = {auth!r} needs "
+                              "oauth2_token_command", "add the command that prints a token")
+        return
+    if not given:
+        raise ConfigError(f"{src.where(section)}: [{section}] has no password source",
+                          "add password_command, password_env or password")
+    if len(given) > 1:
+        raise ConfigError(f"{src.where(section, given[1])}: [{section}] sets both "
+                          f"{given[0]} and {given[1]}", "keep only one password source")
+
+
+def _check_ranges(raw: dict, section: str, src: _Source) -> None:
+    rules = {
+        "keep_days": (lambda v: v >= 0, "0 or more"),
+        "limit": (lambda v: v >= 0, "0 or more"),
+        "timeout": (lambda v: v > 0, "more than 0 seconds"),
+        "max_delete": (lambda v: 0 <= v <= 1, "between 0 and 1"),
+        "connections": (lambda v: 1 <= v <= 16, "between 1 and 16"),
+    }
+    for key, (ok, expected) in rules.items():
+        if key in raw and not ok(raw[key]):
+            raise ConfigError(f"{src.where(section, key)}: {key} = {raw[key]!r} must be "
+                              f"{expected}", f"fix the value of {key}")
+    if raw.get("keep_days") and not raw.get("keep"):
+        raise ConfigError(f"{src.where(section, 'keep_days')}: keep_days only applies with "
+                          "keep = true", "set keep = true or remove keep_days")
+
+
+def _permission_warnings(path: Path, data: dict) -> list[str]:
+    tables = [data.get("defaults", {})] + list(data.get("accounts", {}).values())
+    if not any(isinstance(t, dict) and "password" in t for t in tables):
+        return []
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return []
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return [f"{path} holds a password and others can read it; run: chmod 600 {path}"]
+    return []
+
+
+def resolve_secret(account: Account) -> str:
+    """The password (or OAuth token) for the account, from its configured source."""
+    if account.auth in ("xoauth2", "oauthbearer"):
+        return _run_secret_command(account, "oauth2_token_command", account.oauth2_token_command)
+    if account.password is not None:
+        return account.password
+    if account.password_env is not None:
+        value = os.environ.get(account.password_env)
+        if value is None:
+            raise ConfigError(f"account {account.name}: password_env names "
+                              f"${account.password_env}, which is not set",
+                              "export it before running mailsync")
+        return value
+    return _run_secret_command(account, "password_command", account.password_command)
+
+
+def _run_secret_command(account: Account, key: str, command: str | None) -> str:
+    try:
+        done = subprocess.run(command or "", shell=True, capture_output=True, timeout=120,
+                              stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ConfigError(f"account {account.name}: {key} could not run: "
+                          f"{type(exc).__name__}", f"check {key} in the config") from None
+    if done.returncode != 0:
+        raise ConfigError(f"account {account.name}: {key} failed with exit status "
+                          f"{done.returncode}", f"run it by hand to see why: {command}")
+    lines = done.stdout.decode("utf-8", "replace").splitlines()
+    if not lines or not lines[0]:
+        raise ConfigError(f"account {account.name}: {key} printed nothing",
+                          "it must print the secret on its first line")
+    return lines[0]

@@ -1,0 +1,240 @@
+"""One POP3 account's run: settle what a crash left, list, plan, download, delete, QUIT.
+
+Order that loses nothing: each batch is written to tmp/ and fsynced, its intents are
+recorded, the files are renamed into new/ and the folder fsynced, then the batch is
+confirmed in the state. DELE is sent only for messages the state already confirms,
+and the server carries it out only at QUIT.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from mailsync import crashpoints, pop3
+from mailsync.config import Account, resolve_secret
+from mailsync.fetchplan import FetchPlan, FetchPolicy, ServerMessage, plan_fetch
+from mailsync.maildir import Maildir, TmpFile, unique_name
+from mailsync.model import AccountResult
+from mailsync.ports import Reporter
+from mailsync.state import State
+
+BATCH_MESSAGES = 200
+BATCH_BYTES = 64 << 20
+STALE_TMP_SECONDS = 36 * 3600
+
+
+@dataclass(frozen=True)
+class FetchOptions:
+    dry_run: bool = False
+    keep: bool | None = None     # --keep overrides the account's keep
+    limit: int | None = None     # --limit overrides the account's limit
+
+
+def policy_for(account: Account, options: FetchOptions) -> FetchPolicy:
+    keep = account.keep if options.keep is None else options.keep
+    return FetchPolicy(keep=keep, keep_days=account.keep_days if keep else 0,
+                       max_size=account.max_size,
+                       limit=account.limit if options.limit is None else options.limit)
+
+
+def fetch_account(account: Account, state: State, reporter: Reporter, options: FetchOptions,
+                  clock: Callable[[], float] = time.time) -> AccountResult:
+    """Fetch one account; the caller holds the account lock."""
+    result = AccountResult(name=account.name, protocol="pop3", dry_run=options.dry_run)
+    maildir = Maildir(account.maildir)
+    if not options.dry_run:
+        maildir.create()
+        settle_pending(state, maildir)
+    session = pop3.connect(account, resolve_secret(account),
+                           reporter.trace if _tracing(reporter) else None)
+    try:
+        session.capabilities()
+        listing = session.listing()
+        seen = {uid: s.downloaded_at for uid, s in state.pop_seen().items()}
+        plan = plan_fetch(listing, seen, policy_for(account, options), clock())
+        result.skipped = len(plan.too_large) + plan.deferred
+        for msg in plan.too_large:
+            reporter.warn(f"account {account.name}: message {msg.number} ({msg.size} bytes) "
+                          "is over max_size and stays on the server")
+        if options.dry_run:
+            result.plan = describe(plan)
+            session.quit()
+            return result
+        to_delete = list(plan.deletes)
+        to_delete += _download(session, plan, maildir, state, reporter, result, clock)
+        _delete(session, to_delete, result)
+        session.quit()
+        crashpoints.step("quit")
+    except BaseException:
+        session.abort()
+        raise
+    state.forget_seen(plan.forget)
+    return result
+
+
+def _tracing(reporter: Reporter) -> bool:
+    return getattr(reporter, "tracing", False)
+
+
+def describe(plan: FetchPlan) -> list[str]:
+    """The plan in words, one line per action, for --dry-run."""
+    lines = [f"download message {m.number} ({m.size} bytes)"
+             + (", then delete it on the server" if plan.delete_after_download else "")
+             for m in plan.downloads]
+    lines += [f"delete message {m.number} on the server (stored by an earlier run)"
+              for m in plan.deletes]
+    lines += [f"leave message {m.number} ({m.size} bytes) on the server: over max_size"
+              for m in plan.too_large]
+    if plan.deferred:
+        lines.append(f"leave {plan.deferred} new messages for a later run (limit)")
+    return lines
+
+
+def settle_pending(state: State, maildir: Maildir) -> None:
+    """Finish or drop the deliveries a killed run left between tmp/ and the state."""
+    pending = state.pop_pending()
+    done, gone, publish = [], [], []
+    for uid, key in pending.items():
+        if maildir.find(key) is not None:
+            done.append(uid)
+        elif maildir.tmp_exists(key):
+            publish.append(key)   # written and fsynced before its intent was recorded
+            done.append(uid)
+        else:
+            gone.append(uid)
+    if publish:
+        maildir.publish(publish)
+    state.confirm_pending(done)
+    state.drop_pending(gone)
+    _remove_stale_tmp(maildir)
+
+
+def _remove_stale_tmp(maildir: Maildir) -> None:
+    # The Maildir convention: a tmp/ file untouched for 36 hours is debris.
+    cutoff = time.time() - STALE_TMP_SECONDS
+    try:
+        for path in (maildir.path / "tmp").iterdir():
+            if path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink()
+    except OSError:
+        pass
+
+
+class _Batch:
+    """Messages of one batch: written to tmp/, then recorded, published, confirmed."""
+
+    def __init__(self) -> None:
+        self.keys: dict[int, str] = {}        # message number -> key
+        self.uids: dict[int, str] = {}        # message number -> uid to record
+        self.files: dict[int, TmpFile] = {}
+        self.hashes: dict[int, "hashlib._Hash"] = {}
+
+
+def _download(session: pop3.Pop3Session, plan: FetchPlan, maildir: Maildir, state: State,
+              reporter: Reporter, result: AccountResult, clock: Callable[[], float]
+              ) -> list[ServerMessage]:
+    """Download the plan's messages; return those now safe to delete on the server."""
+    deletable: list[ServerMessage] = []
+    if not plan.downloads:
+        return deletable
+    known_hashes = {uid for uid in state.pop_seen() if uid.startswith("sha256:")}
+    reporter.transfer_started(f"{session.account.name}", len(plan.downloads),
+                              plan.download_bytes)
+    try:
+        for batch in _batches(plan.downloads):
+            stored = _download_batch(session, batch, maildir, state, reporter, result,
+                                     known_hashes, clock)
+            if plan.delete_after_download:
+                deletable += stored
+    finally:
+        reporter.transfer_finished()
+    return deletable
+
+
+def _batches(messages: tuple[ServerMessage, ...]) -> list[list[ServerMessage]]:
+    batches, current, size = [], [], 0
+    for msg in messages:
+        if current and (len(current) >= BATCH_MESSAGES or size + msg.size > BATCH_BYTES):
+            batches.append(current)
+            current, size = [], 0
+        current.append(msg)
+        size += msg.size
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _download_batch(session: pop3.Pop3Session, batch: list[ServerMessage], maildir: Maildir,
+                    state: State, reporter: Reporter, result: AccountResult,
+                    known_hashes: set[str], clock: Callable[[], float]) -> list[ServerMessage]:
+    by_number = {m.number: m for m in batch}
+    b = _Batch()
+
+    def open_sink(number: int) -> "_HashingSink":
+        key = unique_name()
+        b.keys[number] = key
+        b.files[number] = maildir.open_tmp(key)
+        b.hashes[number] = hashlib.sha256()
+        return _HashingSink(b.files[number], b.hashes[number], by_number[number].uid is None)
+
+    def done(number: int, size: int) -> None:
+        b.files[number].close()
+        crashpoints.step("written")
+        msg = by_number[number]
+        b.uids[number] = msg.uid or "sha256:" + b.hashes[number].hexdigest()
+        result.bytes_downloaded += size
+        reporter.transferred(msg.size)
+
+    try:
+        session.retrieve([m.number for m in batch], open_sink, done)
+    except BaseException:
+        for number, f in b.files.items():
+            if number not in b.uids:
+                f.abort()
+        raise
+    duplicates = _drop_known_content(b, maildir, known_hashes)
+    fresh = [n for n in b.uids if n not in duplicates]
+    state.record_pending((b.uids[n], b.keys[n]) for n in fresh)
+    crashpoints.step("recorded")
+    maildir.publish(b.keys[n] for n in fresh)
+    crashpoints.step("published")
+    state.confirm_pending((b.uids[n] for n in fresh), now=clock())
+    crashpoints.step("confirmed")
+    result.downloaded += len(fresh)
+    return [by_number[n] for n in b.uids]
+
+
+def _drop_known_content(b: _Batch, maildir: Maildir, known_hashes: set[str]) -> set[int]:
+    """Without UIDL a message is known by its hash: discard copies already stored."""
+    duplicates = set()
+    for number, uid in b.uids.items():
+        if not uid.startswith("sha256:"):
+            continue
+        if uid in known_hashes:
+            maildir.discard_tmp(b.keys[number])
+            duplicates.add(number)
+        known_hashes.add(uid)
+    return duplicates
+
+
+class _HashingSink:
+    def __init__(self, tmp: TmpFile, digest: "hashlib._Hash", hashing: bool) -> None:
+        self.tmp, self.digest, self.hashing = tmp, digest, hashing
+
+    def write(self, data: bytes) -> None:
+        self.tmp.write(data)
+        if self.hashing:
+            self.digest.update(data)
+
+
+def _delete(session: pop3.Pop3Session, messages: list[ServerMessage],
+            result: AccountResult) -> None:
+    if not messages:
+        return
+    session.delete([m.number for m in messages])
+    crashpoints.step("deleted")
+    result.deleted_remote += len(messages)
+

@@ -1,0 +1,177 @@
+"""The local Maildir: scan, durable delivery, flag renames, removal.
+
+A message's key is its unique name without the ":2,FLAGS" info; mail clients may
+rename a file (flags) or move it between new/ and cur/ without changing the key.
+Delivery is write to tmp/, fsync, rename into new/ or cur/, fsync the folder.
+Files are 0600 and folders 0700.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from mailsync.errors import LocalIOError, local_io_error
+
+SUBDIRS = ("cur", "new", "tmp")
+INFO_SEP = ":2,"
+_counter = itertools.count(1)
+
+
+def _hostname() -> str:
+    # The Maildir spec reserves '/' and ':' in names; encode them as it says.
+    return socket.gethostname().replace("/", r"\057").replace(":", r"\072") or "localhost"
+
+
+_HOST = _hostname()
+
+
+def unique_name() -> str:
+    now = time.time()
+    sec, usec = int(now), int((now % 1) * 1_000_000)
+    rand = os.urandom(4).hex()
+    return f"{sec}.M{usec}P{os.getpid()}Q{next(_counter)}R{rand}.{_HOST}"
+
+
+def split_name(filename: str) -> tuple[str, str]:
+    """(key, flags) of a Maildir file name."""
+    key, sep, flags = filename.partition(INFO_SEP)
+    return key, flags if sep else ""
+
+
+def file_name(key: str, flags: Iterable[str]) -> str:
+    return f"{key}{INFO_SEP}{''.join(sorted(set(flags)))}"
+
+
+@dataclass(frozen=True)
+class Entry:
+    key: str
+    subdir: str
+    filename: str
+    flags: str
+
+    @property
+    def relpath(self) -> str:
+        return f"{self.subdir}/{self.filename}"
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Maildir:
+    """One Maildir folder (cur/, new/, tmp/) under path."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def create(self) -> None:
+        """Make the folder and its three subfolders, private to the user."""
+        try:
+            for sub in ("",) + SUBDIRS:
+                target = self.path / sub
+                target.mkdir(mode=0o700, parents=True, exist_ok=True)
+                if target.is_symlink():
+                    raise LocalIOError(f"{target} is a symbolic link",
+                                       "mailsync refuses to write through links")
+        except OSError as exc:
+            raise local_io_error(exc, str(self.path)) from None
+
+    def exists(self) -> bool:
+        return all((self.path / sub).is_dir() for sub in SUBDIRS)
+
+    def scan(self) -> dict[str, Entry]:
+        """Every message in new/ and cur/, by key."""
+        entries: dict[str, Entry] = {}
+        for sub in ("new", "cur"):
+            try:
+                names = os.listdir(self.path / sub)
+            except FileNotFoundError:
+                continue
+            for filename in names:
+                if filename.startswith("."):
+                    continue
+                key, flags = split_name(filename)
+                entries[key] = Entry(key, sub, filename, flags)
+        return entries
+
+    def find(self, key: str) -> Entry | None:
+        """Look for one key without listing the folders when the plain name is there."""
+        for sub in ("new", "cur"):
+            if (self.path / sub / key).exists():
+                return Entry(key, sub, key, "")
+        return self.scan().get(key)
+
+    def open_tmp(self, name: str) -> "TmpFile":
+        return TmpFile(self.path / "tmp" / name)
+
+    def publish(self, names: Iterable[str], subdir: str = "new") -> None:
+        """Rename fsynced tmp/ files into place, then fsync the folder once."""
+        try:
+            for name in names:
+                os.rename(self.path / "tmp" / name, self.path / subdir / name)
+            fsync_dir(self.path / subdir)
+        except OSError as exc:
+            raise local_io_error(exc, str(self.path)) from None
+
+    def tmp_exists(self, name: str) -> bool:
+        return (self.path / "tmp" / name).exists()
+
+    def discard_tmp(self, name: str) -> None:
+        try:
+            (self.path / "tmp" / name).unlink()
+        except FileNotFoundError:
+            pass
+
+    def read(self, entry: Entry) -> bytes:
+        return (self.path / entry.relpath).read_bytes()
+
+
+class TmpFile:
+    """A message being written into tmp/: exclusive create, 0600, fsync on close."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.size = 0
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            raise local_io_error(exc, str(path)) from None
+        self._file = os.fdopen(fd, "wb", buffering=1 << 16)
+
+    def write(self, data: bytes) -> None:
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            self.abort()
+            raise local_io_error(exc, str(self.path)) from None
+        self.size += len(data)
+
+    def close(self) -> None:
+        """Flush and fsync; the data is durable when this returns."""
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+        except OSError as exc:
+            self.abort()
+            raise local_io_error(exc, str(self.path)) from None
+
+    def abort(self) -> None:
+        try:
+            self._file.close()
+        except OSError:
+            pass
+        try:
+            self.path.unlink()
+        except OSError:
+            pass

@@ -1,0 +1,53 @@
+"""Values the engines report: per-account and per-folder results for the summary."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+COUNTS = ("downloaded", "uploaded", "deleted_local", "deleted_remote", "flags_changed",
+          "skipped", "bytes_downloaded")
+
+
+@dataclass
+class Counts:
+    downloaded: int = 0
+    uploaded: int = 0
+    deleted_local: int = 0
+    deleted_remote: int = 0
+    flags_changed: int = 0
+    skipped: int = 0
+    bytes_downloaded: int = 0
+
+    def add(self, other: "Counts") -> None:
+        for name in COUNTS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass
+class FolderResult(Counts):
+    name: str = ""
+    ok: bool = True
+    error: str | None = None
+    exit_code: int = 0
+
+
+@dataclass
+class AccountResult(Counts):
+    name: str = ""
+    protocol: str = ""
+    ok: bool = True
+    error: str | None = None
+    exit_code: int = 0
+    seconds: float = 0.0
+    dry_run: bool = False
+    plan: list[str] = field(default_factory=list)
+    folders: list[FolderResult] | None = None
+
+    def as_json(self) -> dict:
+        data = asdict(self)
+        data["seconds"] = round(self.seconds, 3)
+        if self.folders is None:
+            del data["folders"]
+        if not self.dry_run:
+            del data["plan"]
+        return data

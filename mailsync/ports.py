@@ -1,0 +1,49 @@
+"""Protocols the engines depend on, so the CLI can plug in rich output or nothing."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Reporter(Protocol):
+    """How an engine tells the user what it does. Implementations never raise."""
+
+    def transfer_started(self, label: str, messages: int, nbytes: int) -> None:
+        """A transfer of this many messages and bytes begins (one progress bar)."""
+
+    def transferred(self, nbytes: int) -> None:
+        """One message of the current transfer is done."""
+
+    def transfer_finished(self) -> None:
+        """The current transfer is over (finished or failed)."""
+
+    def warn(self, text: str) -> None:
+        """Something the user should know that is not a failure."""
+
+    def detail(self, text: str) -> None:
+        """Shown with -v."""
+
+    def trace(self, direction: str, line: str) -> None:
+        """Protocol trace, shown with -vv; secrets are already redacted."""
+
+
+class SilentReporter:
+    """Reports nothing (tests, --quiet)."""
+
+    def transfer_started(self, label: str, messages: int, nbytes: int) -> None:
+        pass
+
+    def transferred(self, nbytes: int) -> None:
+        pass
+
+    def transfer_finished(self) -> None:
+        pass
+
+    def warn(self, text: str) -> None:
+        pass
+
+    def detail(self, text: str) -> None:
+        pass
+
+    def trace(self, direction: str, line: str) -> None:
+        pass

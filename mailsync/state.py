@@ -1,0 +1,195 @@
+"""Per-account SQLite state and the account lock.
+
+What is recorded here is what the next run trusts: seen POP3 messages, pending
+deliveries (intents recorded before a file is renamed into place), IMAP pairs and
+the history of runs. Every commit is durable (WAL, synchronous=FULL).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from mailsync.errors import LocalIOError, LockedError, local_io_error
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS pop_seen (
+    uid TEXT PRIMARY KEY,          -- the server's UIDL, or 'sha256:<hex>' without UIDL
+    key TEXT NOT NULL,             -- Maildir unique name the message was stored under
+    downloaded_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pop_pending (
+    uid TEXT PRIMARY KEY,
+    key TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    command TEXT NOT NULL,
+    started REAL NOT NULL,
+    finished REAL NOT NULL,
+    exit_code INTEGER NOT NULL,
+    error TEXT,
+    summary TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Seen:
+    uid: str
+    key: str
+    downloaded_at: float
+
+
+def private_dir(path: Path) -> Path:
+    """Create a folder readable by the user only (0700)."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path, 0o700)
+    except OSError as exc:
+        raise local_io_error(exc, str(path)) from None
+    return path
+
+
+class AccountLock:
+    """An exclusive flock on <state_dir>/lock; the kernel drops it when the process dies."""
+
+    def __init__(self, state_dir: Path, account: str) -> None:
+        self.path = state_dir / "lock"
+        self.account = account
+        self._fd: int | None = None
+
+    def __enter__(self) -> "AccountLock":
+        private_dir(self.path.parent)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise local_io_error(exc, str(self.path)) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LockedError(f"account {self.account}: another mailsync run holds its lock "
+                              f"({self.path})", "it will be retried on the next run") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class State:
+    """The account's state database."""
+
+    def __init__(self, state_dir: Path) -> None:
+        private_dir(state_dir)
+        self.path = state_dir / "state.sqlite3"
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            os.close(fd)
+            self.db = sqlite3.connect(self.path, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise LocalIOError(f"state database {self.path} is unusable: {exc}",
+                               "check the disk and the file's permissions") from None
+        except OSError as exc:
+            raise local_io_error(exc, str(self.path)) from None
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise LocalIOError(f"state database {self.path} was written by a newer mailsync",
+                               "upgrade mailsync")
+        with self.transaction():
+            self.db.executescript(SCHEMA) if version == 0 else None
+            self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self.db.close()
+
+    def transaction(self) -> "_Transaction":
+        return _Transaction(self.db)
+
+    # POP3 -----------------------------------------------------------------------------
+    def pop_seen(self) -> dict[str, Seen]:
+        rows = self.db.execute("SELECT uid, key, downloaded_at FROM pop_seen")
+        return {r[0]: Seen(*r) for r in rows}
+
+    def pop_pending(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT uid, key FROM pop_pending"))
+
+    def record_pending(self, items: Iterable[tuple[str, str]]) -> None:
+        now = time.time()
+        with self.transaction():
+            self.db.executemany("INSERT OR REPLACE INTO pop_pending VALUES (?, ?, ?)",
+                                [(uid, key, now) for uid, key in items])
+
+    def confirm_pending(self, uids: Iterable[str], now: float | None = None) -> None:
+        """Move pending deliveries to seen in one transaction."""
+        now = time.time() if now is None else now
+        uids = list(uids)
+        with self.transaction():
+            for uid in uids:
+                self.db.execute("INSERT OR REPLACE INTO pop_seen SELECT uid, key, ? "
+                                "FROM pop_pending WHERE uid = ?", (now, uid))
+                self.db.execute("DELETE FROM pop_pending WHERE uid = ?", (uid,))
+
+    def drop_pending(self, uids: Iterable[str]) -> None:
+        with self.transaction():
+            self.db.executemany("DELETE FROM pop_pending WHERE uid = ?", [(u,) for u in uids])
+
+    def forget_seen(self, uids: Iterable[str]) -> None:
+        with self.transaction():
+            self.db.executemany("DELETE FROM pop_seen WHERE uid = ?", [(u,) for u in uids])
+
+    # Runs -----------------------------------------------------------------------------
+    def record_run(self, command: str, started: float, summary: dict) -> None:
+        with self.transaction():
+            self.db.execute(
+                "INSERT INTO runs (command, started, finished, exit_code, error, summary) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (command, started, time.time(), summary.get("exit_code", 0),
+                 summary.get("error"), json.dumps(summary)))
+
+    def last_run(self) -> dict | None:
+        row = self.db.execute("SELECT command, started, finished, exit_code, error, summary "
+                              "FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+        if row is None:
+            return None
+        keys = ("command", "started", "finished", "exit_code", "error")
+        return {**dict(zip(keys, row[:5])), "summary": json.loads(row[5])}
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self.db.execute("COMMIT")
+        else:
+            self.db.execute("ROLLBACK")
+
+
+def iter_chunks(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
