@@ -167,7 +167,8 @@ def main(argv: list[str] | None = None) -> None:
         if type(exc).__name__.startswith("NoArgsIsHelp"):
             click.echo(exc.ctx.get_help() if exc.ctx else "", err=True)
             sys.exit(EX_USAGE)
-        hint = f" (see `mailsync {exc.ctx.info_name if exc.ctx else ''} --help`)"
+        where = exc.ctx.command_path if exc.ctx else "mailsync"
+        hint = f" (see `{where} --help`)"
         click.echo(f"mailsync: {exc.format_message()}{hint}", err=True)
         code = EX_USAGE
     except click.exceptions.Abort:

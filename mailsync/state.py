@@ -115,8 +115,13 @@ class State:
         if version > SCHEMA_VERSION:
             raise LocalIOError(f"state database {self.path} was written by a newer mailsync",
                                "upgrade mailsync")
+        if version == SCHEMA_VERSION:
+            return
         with self.transaction():
-            self.db.executescript(SCHEMA) if version == 0 else None
+            # executescript() would commit on its own; run the statements one by one.
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    self.db.execute(statement)
             self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
