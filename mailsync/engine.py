@@ -7,6 +7,7 @@ run for `mailsync status`.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -42,8 +43,8 @@ def run_account(account: Account, options: RunOptions, reporter: Reporter,
                 clock: Callable[[], float] = time.time) -> AccountResult:
     started_wall, started = clock(), time.monotonic()
     try:
-        with AccountLock(account.state_dir, account.name):
-            state = State(account.state_dir)
+        with _lock_unless_dry_run(account, options):
+            state = State(account.state_dir, readonly=options.dry_run)
             try:
                 result = _job(account, options, state, reporter, clock)
                 result.seconds = time.monotonic() - started
@@ -61,6 +62,12 @@ def run_account(account: Account, options: RunOptions, reporter: Reporter,
     except MailsyncError as exc:
         result = _failed(account, exc, started)
     return result
+
+
+def _lock_unless_dry_run(account: Account, options: RunOptions):
+    # A dry run writes nothing, not even a lock file; it only reads.
+    return contextlib.nullcontext() if options.dry_run else AccountLock(account.state_dir,
+                                                                        account.name)
 
 
 def _job(account: Account, options: RunOptions, state: State, reporter: Reporter,

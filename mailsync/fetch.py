@@ -21,7 +21,7 @@ from mailsync.model import AccountResult
 from mailsync.ports import Reporter
 from mailsync.state import State
 
-BATCH_MESSAGES = 200
+BATCH_MESSAGES = 100
 BATCH_BYTES = 64 << 20
 STALE_TMP_SECONDS = 36 * 3600
 

@@ -94,21 +94,34 @@ class AccountLock:
 class State:
     """The account's state database."""
 
-    def __init__(self, state_dir: Path) -> None:
-        private_dir(state_dir)
+    def __init__(self, state_dir: Path, readonly: bool = False) -> None:
+        """readonly (for --dry-run): read what exists, write nothing to disk."""
         self.path = state_dir / "state.sqlite3"
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            os.close(fd)
-            self.db = sqlite3.connect(self.path, isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
+            if readonly:
+                self.db = self._open_readonly()
+            else:
+                private_dir(state_dir)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+                os.close(fd)
+                self.db = sqlite3.connect(self.path, isolation_level=None)
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=FULL")
             self._migrate()
         except sqlite3.DatabaseError as exc:
             raise LocalIOError(f"state database {self.path} is unusable: {exc}",
                                "check the disk and the file's permissions") from None
         except OSError as exc:
             raise local_io_error(exc, str(self.path)) from None
+
+    def _open_readonly(self) -> sqlite3.Connection:
+        # A copy in memory: the plan can be computed from it, nothing reaches the disk.
+        db = sqlite3.connect(":memory:", isolation_level=None)
+        if self.path.exists():
+            source = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            source.backup(db)
+            source.close()
+        return db
 
     def _migrate(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]

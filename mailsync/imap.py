@@ -1,0 +1,863 @@
+"""IMAP adapter: the one module that talks to imapclient (and, below it, imaplib).
+
+Everything it returns is a plain value defined here (frozen dataclasses, ints, strs,
+Maildir flag letters); imapclient's bytes, dicts and exceptions never leave it. Every
+failure is a MailsyncError carrying the contract's exit code, mapped like pop3.py:
+unreachable 69, timeout or dropped connection 75, untrusted certificate or failed login
+77, protocol garbage 65, a command the server refuses (NO) -> CommandRefused (exit 1,
+the folder fails, the run goes on).
+
+All message addressing is by UID. A UID set is sent at most MAX_SET_CHARS long; longer
+lists are split into several commands. FETCH answers are filtered to the UIDs asked
+for: an answer for a UID outside the request (an unsolicited flag update, the "n:*"
+quirk) or without a UID is ignored, and a UID asked for but not answered is simply
+absent from the result (expunged meanwhile) -- never an error. Malformed answers
+(wrong types, missing items for a UID that was answered) raise ProtocolError.
+
+Secrets: the password or token is used once, during login, and never stored. The
+protocol trace redacts everything after LOGIN/AUTHENTICATE, and login failures are
+reported with the server's text only.
+"""
+
+from __future__ import annotations
+
+import ast
+import imaplib
+import re
+import socket
+import ssl
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable, Iterator, Protocol
+
+from imapclient import IMAPClient
+from imapclient import exceptions as imapclient_errors
+from imapclient.datetime_util import parse_to_datetime
+from imapclient.response_parser import parse_response
+
+from mailsync.config import Account
+from mailsync.errors import (EX_PARTIAL, AuthError, CertificateError, ConfigError,
+                             MailsyncError, ProtocolError, TemporaryError, UnreachableError)
+from mailsync.names import decode_mutf7, encode_mutf7
+from mailsync.pop3 import tls_context
+
+Trace = Callable[[str, str], None]
+
+MAX_SET_CHARS = 8000             # longest UID set sent in one command
+MAX_FOLDERS = 100_000            # a LIST longer than this is refused as garbage
+BODY_BATCH_COUNT = 200           # messages per body FETCH
+BODY_BATCH_BYTES = 16 << 20      # bytes per body FETCH (a bigger message goes alone)
+TEMPORARY_CODES = ("[UNAVAILABLE]", "[INUSE]", "[LIMIT]")
+
+# Maildir letter <-> IMAP flag, the only flags mailsync ever sets or clears.
+LETTER_FLAGS = {"D": "\\Draft", "F": "\\Flagged", "P": "$Forwarded", "R": "\\Answered",
+                "S": "\\Seen", "T": "\\Deleted"}
+_FLAG_LETTERS = {flag.lower(): letter for letter, flag in LETTER_FLAGS.items()}
+_SESSION_FLAGS = {"\\recent"}    # per-session, not a property of the message
+
+
+class Sink(Protocol):
+    def write(self, data: bytes) -> None: ...
+
+
+class CommandRefused(MailsyncError):
+    """The server answered NO (folder missing, quota, read-only): this folder fails."""
+
+    exit_code = EX_PARTIAL
+
+
+class MissingCapability(ProtocolError):
+    """The server lacks an extension without which the operation is not safe."""
+
+
+@dataclass(frozen=True)
+class ServerFolder:
+    name: str                    # UTF-8, decoded from modified UTF-7
+    raw: str                     # the server's own (encoded) name, used on the wire
+    delimiter: str | None
+    flags: frozenset[str]        # e.g. "\\Noselect", "\\HasChildren", "\\Sent"
+    selectable: bool
+    name_ok: bool = True         # False: raw is not valid modified UTF-7; name == raw
+
+
+@dataclass(frozen=True)
+class FolderStatus:
+    uidvalidity: int
+    uidnext: int
+    exists: int
+    highestmodseq: int | None = None     # None: no CONDSTORE, or NOMODSEQ
+
+
+@dataclass(frozen=True)
+class RemoteMeta:
+    uid: int
+    flags: frozenset[str]        # Maildir letters D F P R S T
+    keywords: frozenset[str]     # every other flag, as the server spells it
+    size: int                    # RFC822.SIZE (CRLF size on the server)
+    internaldate: datetime | None    # aware, in the server's offset
+    message_id: str | None = None    # only with with_message_id=True
+    modseq: int | None = None        # with CONDSTORE
+
+
+# Pure helpers ---------------------------------------------------------------------------
+
+def flags_to_letters(flags: Iterable[bytes | str | int]) -> tuple[frozenset[str], frozenset[str]]:
+    """IMAP flags -> (Maildir letters, other keywords). \\Recent is dropped."""
+    letters, keywords = set(), set()
+    for flag in flags:
+        if isinstance(flag, bytes):
+            flag = flag.decode("utf-8", "replace")
+        elif isinstance(flag, int):      # imapclient parses an all-digit keyword as int
+            flag = str(flag)
+        elif not isinstance(flag, str):
+            raise TypeError(f"flag must be bytes or str, not {type(flag).__name__}")
+        low = flag.lower()
+        if low in _FLAG_LETTERS:
+            letters.add(_FLAG_LETTERS[low])
+        elif low not in _SESSION_FLAGS and flag:
+            keywords.add(flag)
+    return frozenset(letters), frozenset(keywords)
+
+
+def letters_to_flags(letters: Iterable[str]) -> list[str]:
+    """Maildir letters -> IMAP flags in letter order; letters outside DFPRST are ignored."""
+    return [LETTER_FLAGS[ch] for ch in sorted(set("".join(letters))) if ch in LETTER_FLAGS]
+
+
+def crlf_to_lf(data: bytes) -> bytes:
+    return data.replace(b"\r\n", b"\n")
+
+
+def lf_to_crlf(data: bytes) -> bytes:
+    """Every line ending as CRLF; an existing CRLF is kept as it is, never doubled."""
+    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def uid_sets(uids: Iterable[int], limit: int = MAX_SET_CHARS) -> list[str]:
+    """Sorted, de-duplicated UIDs as compact sets ("1:5,9"), each at most limit chars."""
+    ordered = sorted(set(uids))
+    if any(not isinstance(u, int) or isinstance(u, bool) or u <= 0 for u in ordered):
+        raise ValueError("UIDs must be positive integers")
+    runs: list[str] = []
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        runs.append(str(ordered[i]) if i == j else f"{ordered[i]}:{ordered[j]}")
+        i = j + 1
+    out, current = [], ""
+    for run in runs:
+        if current and len(current) + 1 + len(run) > limit:
+            out.append(current)
+            current = ""
+        current = f"{current},{run}" if current else run
+    if current:
+        out.append(current)
+    return out
+
+
+_SET_RE = re.compile(r"(\d+|\*)(?::(\d+|\*))?(?:,(\d+|\*)(?::(\d+|\*))?)*")
+
+
+def _set_ranges(text: str) -> list[tuple[int, float]]:
+    """A UID set string -> inclusive (low, high) ranges; '*' is unbounded."""
+    if not _SET_RE.fullmatch(text):
+        raise ValueError(f"not a UID set: {text!r}")
+    ranges = []
+    for part in text.split(","):
+        a, _, b = part.partition(":")
+        lo = float("inf") if a == "*" else int(a)
+        hi = lo if not b else float("inf") if b == "*" else int(b)
+        if lo == float("inf") and hi != lo:
+            lo, hi = hi, lo
+        ranges.append((int(min(lo, hi)) if min(lo, hi) != float("inf") else 1, max(lo, hi)))
+    return ranges
+
+
+def parse_message_id(header: bytes | None) -> str | None:
+    """The Message-ID from a HEADER.FIELDS (MESSAGE-ID) answer (unfolded), or None."""
+    if not header:
+        return None
+    text = header.decode("utf-8", "replace").replace("\r\n", "\n")
+    text = re.sub(r"\n[ \t]+", " ", text)
+    for line in text.split("\n"):
+        name, sep, value = line.partition(":")
+        if sep and name.strip().lower() == "message-id":
+            return value.strip() or None
+    return None
+
+
+def redact(line: str) -> str:
+    """Cut everything after LOGIN or AUTHENTICATE from a client line."""
+    m = re.search(r"\b(LOGIN|AUTHENTICATE)\b", line, re.IGNORECASE)
+    return line if m is None else line[:m.end()] + " <redacted>"
+
+
+def _to_datetime(value: Any) -> datetime | None:
+    if not isinstance(value, bytes):
+        return None
+    try:
+        dt = parse_to_datetime(value, normalise=False)
+    except ValueError:
+        return None
+    offset = dt.utcoffset()
+    return dt.replace(tzinfo=timezone(offset) if offset is not None else timezone.utc)
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _raw_name(folder: ServerFolder | str) -> str:
+    if isinstance(folder, ServerFolder):
+        return folder.raw
+    return "INBOX" if folder.upper() == "INBOX" else encode_mutf7(folder)
+
+
+def _pairs(parsed: tuple) -> Iterator[tuple[Any, Any]]:
+    if len(parsed) % 2:
+        raise imapclient_errors.ProtocolError("odd FETCH response")
+    for i in range(0, len(parsed), 2):
+        yield parsed[i], parsed[i + 1]
+
+
+# Trace --------------------------------------------------------------------------------
+
+def _install_trace(client: IMAPClient, trace: Trace | None) -> None:
+    """Route imaplib's debug output to trace (redacted), or switch it off entirely."""
+    imap = client._imap
+    imap._log = lambda line: None       # imaplib's in-memory log would keep LOGIN args
+    if trace is None:
+        imap.debug = 0
+        imap._mesg = lambda s, secs=None: None
+        return
+
+    def mesg(s: str, secs: float | None = None) -> None:
+        if s[:2] in ("> ", "< "):
+            try:
+                text = ast.literal_eval(s[2:]).decode("utf-8", "replace")
+            except (ValueError, SyntaxError, AttributeError):
+                text = s[2:]
+            if s[0] == ">":
+                trace("C", redact(text))
+            else:
+                trace("S", text)
+        elif s.startswith("write literal size"):
+            trace("C", f"<literal of {s.rsplit(' ', 1)[-1]} bytes>")
+        elif s.startswith("read literal size"):
+            trace("S", f"<literal of {s.rsplit(' ', 1)[-1]} bytes>")
+
+    imap.debug = 4
+    imap._mesg = mesg
+
+
+# Connecting ---------------------------------------------------------------------------
+
+def connect(account: Account, secret: str, trace: Trace | None = None,
+            client_factory: Callable[..., IMAPClient] = IMAPClient) -> "ImapSession":
+    """Connect, secure, log in; every failure mapped to the contract's exit codes."""
+    label = f"account {account.name}"
+    if account.tls == "none" and not account.allow_plaintext:
+        raise ConfigError(f"{label}: tls = \"none\" needs allow_plaintext = true",
+                          "use tls = \"starttls\" or \"implicit\"")
+    client = None
+    try:
+        client = _open(account, trace, client_factory)
+    except MailsyncError:
+        raise
+    except ssl.SSLCertVerificationError as exc:
+        raise CertificateError(f"{label}: the certificate of {account.host} is not trusted: "
+                               f"{exc.verify_message}",
+                               "set ca_file to the CA that signed it, or fix the host name"
+                               ) from None
+    except (TimeoutError, socket.timeout):
+        raise TemporaryError(f"{label}: {account.host}:{account.port} did not answer in time",
+                             "check the host and port, or retry later") from None
+    except ssl.SSLError as exc:
+        raise UnreachableError(f"{label}: TLS handshake with {account.host}:{account.port} "
+                               f"failed: {exc.reason or exc}",
+                               "check port and tls (implicit or starttls)") from None
+    except imaplib.IMAP4.error as exc:
+        raise ProtocolError(f"{label}: bad greeting from {account.host}: {str(exc)[:200]}",
+                            "is this an IMAP server?") from None
+    except OSError as exc:
+        raise UnreachableError(f"{label}: cannot reach {account.host}:{account.port}: "
+                               f"{getattr(exc, 'strerror', None) or exc}",
+                               "check host, port and network") from None
+    try:
+        _login(client, account, secret)
+        return ImapSession(account, client)
+    except BaseException:
+        _close_quietly(client)
+        raise
+
+
+def _open(account: Account, trace: Trace | None, factory: Callable[..., IMAPClient]
+          ) -> IMAPClient:
+    ctx = tls_context(account) if account.tls != "none" else None
+    implicit = account.tls == "implicit"
+    client = factory(account.host, account.port, ssl=implicit, ssl_context=ctx,
+                     timeout=account.timeout)
+    client.folder_encode = False         # names cross the wire raw; names.py decodes
+    client.normalise_times = False
+    _install_trace(client, trace)
+    if trace:
+        trace("S", (client.welcome or b"").decode("utf-8", "replace"))
+    if account.tls == "starttls":
+        try:
+            if b"STARTTLS" not in client.capabilities():
+                raise UnreachableError(f"account {account.name}: {account.host} does not "
+                                       "offer STARTTLS", "mailsync never falls back to plain "
+                                       "text; use tls = \"implicit\" or ask the provider")
+            client.starttls(ctx)
+        except BaseException:
+            _close_quietly(client)
+            raise
+    return client
+
+
+def _login(client: IMAPClient, account: Account, secret: str) -> None:
+    label = f"account {account.name}"
+    try:
+        if account.auth == "xoauth2":
+            client.oauth2_login(account.user, secret)
+        elif account.auth == "oauthbearer":
+            client.oauthbearer_login(account.user, secret)
+        elif account.auth == "plain" or not _login_safe(account.user + secret):
+            client.plain_login(account.user, secret)   # UTF-8 and any character
+        else:
+            client.login(account.user, secret)
+    except (TimeoutError, socket.timeout):
+        raise TemporaryError(f"{label}: the server did not answer the login in time",
+                             "retry later") from None
+    except imaplib.IMAP4.error as exc:
+        text = str(exc).replace(secret, "<redacted>") if secret else str(exc)
+        text = re.sub(r"^\w+ failed: ", "", text)[:200]
+        if any(code in text for code in TEMPORARY_CODES):
+            raise TemporaryError(f"{label}: the server cannot log in now: {text}",
+                                 "retry later") from None
+        if isinstance(exc.__context__, imaplib.IMAP4.abort) or isinstance(exc, imaplib.IMAP4.abort):
+            raise TemporaryError(f"{label}: the server closed the connection during login: "
+                                 f"{text}", "retry later") from None
+        raise AuthError(f"{label}: login as {account.user} failed: {text}",
+                        "check user and password (or the token)") from None
+    except OSError as exc:
+        raise TemporaryError(f"{label}: connection lost during login: "
+                             f"{getattr(exc, 'strerror', None) or exc}", "retry later") from None
+
+
+def _login_safe(text: str) -> bool:
+    """LOGIN sends a quoted ASCII string: only printable ASCII is safe there."""
+    return all(" " <= ch <= "~" for ch in text)
+
+
+def _close_quietly(client: IMAPClient | None) -> None:
+    if client is None:
+        return
+    try:
+        client.shutdown()
+    except Exception:
+        pass
+
+
+# The session --------------------------------------------------------------------------
+
+class ImapSession:
+    """One logged-in IMAP connection; all message operations work on the selected folder."""
+
+    def __init__(self, account: Account, client: IMAPClient) -> None:
+        self.account = account
+        self.label = f"account {account.name}"
+        self._client = client
+        self._imap = client._imap
+        self._broken = False
+        self._selected: str | None = None
+        self._uidvalidity: dict[str, int] = {}
+        with self._guard("CAPABILITY"):
+            caps = client.capabilities()
+        self.capabilities = frozenset(c.decode("ascii", "replace").upper()
+                                      if isinstance(c, bytes) else str(c).upper() for c in caps)
+        self.condstore = False
+        if "CONDSTORE" in self.capabilities and "ENABLE" in self.capabilities:
+            with self._guard("ENABLE"):
+                enabled = client.enable("CONDSTORE")
+            self.condstore = any(e.upper() == b"CONDSTORE" for e in enabled
+                                 if isinstance(e, bytes))
+        with self._guard("LIST"):
+            rows = client.list_folders("", "")
+        self.delimiter = _delimiter(rows[0][1]) if rows else None
+
+    def __repr__(self) -> str:
+        return f"<ImapSession {self.label} {self.account.host}:{self.account.port}>"
+
+    # Error mapping ------------------------------------------------------------------------
+    @contextmanager
+    def _guard(self, what: str) -> Iterator[None]:
+        if self._broken:
+            raise TemporaryError(f"{self.label}: the connection was lost earlier",
+                                 "run again")
+        ur = self._imap.untagged_responses
+        for key in [k for k in ur if k != "READ-ONLY"]:
+            del ur[key]                   # stale answers must not leak into this one
+        try:
+            yield
+        except MailsyncError:
+            raise
+        except (TimeoutError, socket.timeout):
+            self._break()
+            raise TemporaryError(f"{self.label}: the server did not answer {what} in time",
+                                 "run again later, or raise timeout") from None
+        except imaplib.IMAP4.readonly:
+            raise CommandRefused(f"{self.label}: {what}: the folder is read-only",
+                                 "mailsync needs write access to sync it") from None
+        except imaplib.IMAP4.abort as exc:
+            self._break()
+            text = str(exc)[:200]
+            if "unexpected" in text:
+                raise ProtocolError(f"{self.label}: {what}: the server broke the protocol: "
+                                    f"{text}", "report it to the server's admin") from None
+            raise TemporaryError(f"{self.label}: {what}: the connection was lost: {text}",
+                                 "run again") from None
+        except (imapclient_errors.ProtocolError, ValueError) as exc:
+            self._break()
+            raise ProtocolError(f"{self.label}: {what}: malformed answer from the server: "
+                                f"{str(exc)[:200]}", "report it to the server's admin") from None
+        except imaplib.IMAP4.error as exc:
+            raise self._refusal(what, str(exc)) from None
+        except ssl.SSLError as exc:
+            self._break()
+            raise ProtocolError(f"{self.label}: {what}: TLS error: {exc.reason or exc}",
+                                "run again; report it if it persists") from None
+        except OSError as exc:
+            self._break()
+            raise TemporaryError(f"{self.label}: {what}: connection lost: "
+                                 f"{exc.strerror or exc}", "run again") from None
+
+    def _refusal(self, what: str, text: str) -> MailsyncError:
+        text = re.sub(r"^[\w ]+ failed: ", "", text)[:300]
+        if " command error: BAD" in text or "got more than" in text or "illegal in state" in text:
+            return ProtocolError(f"{self.label}: {what} rejected: {text}",
+                                 "the server and mailsync disagree on the protocol; report it")
+        if any(code in text for code in TEMPORARY_CODES):
+            return TemporaryError(f"{self.label}: {what}: server busy: {text}", "retry later")
+        return CommandRefused(f"{self.label}: {what} refused: {text}",
+                              "see the server's reason")
+
+    def _break(self) -> None:
+        self._broken = True
+        _close_quietly(self._client)
+
+    def _uid_command(self, name: str, *args: str, ok_codes: tuple[str, ...] = ()
+                     ) -> tuple[str, list]:
+        """Send UID <name> args; NO raises unless its text has one of ok_codes."""
+        if self._selected is None:
+            raise RuntimeError(f"UID {name} without a selected folder")
+        tag = self._imap._command("UID", name, *args)
+        typ, data = self._imap._command_complete("UID", tag)
+        if typ != "OK":
+            text = _text(data)
+            if not any(code in text for code in ok_codes):
+                raise imaplib.IMAP4.error(f"UID {name} failed: {text}")
+        return typ, data
+
+    # Folders ------------------------------------------------------------------------------
+    def list_folders(self) -> list[ServerFolder]:
+        with self._guard("LIST"):
+            rows = self._client.list_folders("", "*")
+        if len(rows) > MAX_FOLDERS:
+            raise ProtocolError(f"{self.label}: the server listed more than {MAX_FOLDERS} "
+                                "folders", "the server is misbehaving; report it")
+        return [self._folder(row) for row in rows]
+
+    def _folder(self, row: Any) -> ServerFolder:
+        try:
+            flags, delim, raw = row
+            if isinstance(raw, int):
+                raw = str(raw)
+            if isinstance(raw, bytes):
+                raw = raw.decode("utf-8", "surrogateescape")
+            if not isinstance(raw, str) or not isinstance(flags, tuple):
+                raise TypeError
+            flagset = frozenset(f.decode("ascii", "replace") if isinstance(f, bytes) else str(f)
+                                for f in flags)
+            delimiter = _delimiter(delim)
+        except (TypeError, ValueError):
+            raise ProtocolError(f"{self.label}: malformed LIST entry {row!r:.200}",
+                                "the server is misbehaving; report it") from None
+        try:
+            name, ok = decode_mutf7(raw), True
+        except ValueError:
+            name, ok = raw, False
+        if name.upper() == "INBOX":
+            name = "INBOX"
+        lower = {f.lower() for f in flagset}
+        return ServerFolder(name=name, raw=raw, delimiter=delimiter, flags=flagset,
+                            selectable=not lower & {"\\noselect", "\\nonexistent"},
+                            name_ok=ok)
+
+    def select(self, folder: ServerFolder | str, readonly: bool = False) -> FolderStatus:
+        """SELECT (EXAMINE when readonly); CONDSTORE is enabled when the server has it."""
+        raw = _raw_name(folder)
+        self._selected = None
+        with self._guard(f"SELECT {raw}"):
+            resp = self._client.select_folder(raw, readonly)
+        self._selected = raw
+        values = {k.upper() if isinstance(k, bytes) else k: v for k, v in resp.items()}
+        uidvalidity = self._number(values.get(b"UIDVALIDITY"), "UIDVALIDITY", minimum=1)
+        exists = self._number(values.get(b"EXISTS"), "EXISTS")
+        if values.get(b"UIDNEXT") is not None:
+            uidnext = self._number(values.get(b"UIDNEXT"), "UIDNEXT", minimum=1)
+        else:
+            with self._guard("FETCH"):
+                found = self._uid_fetch("*", "(UID)") if exists else {}
+            uidnext = max(found, default=0) + 1
+        modseq = values.get(b"HIGHESTMODSEQ") if self.condstore else None
+        status = FolderStatus(uidvalidity, uidnext, exists,
+                              None if modseq is None else self._number(modseq, "HIGHESTMODSEQ"))
+        self._uidvalidity[raw] = uidvalidity
+        return status
+
+    def status(self, folder: ServerFolder | str) -> FolderStatus:
+        raw = _raw_name(folder)
+        what = ["MESSAGES", "UIDNEXT", "UIDVALIDITY"] + (["HIGHESTMODSEQ"] if self.condstore
+                                                         else [])
+        with self._guard(f"STATUS {raw}"):
+            resp = self._client.folder_status(raw, what)
+        values = {k.upper() if isinstance(k, bytes) else k: v for k, v in resp.items()}
+        modseq = values.get(b"HIGHESTMODSEQ")
+        status = FolderStatus(
+            uidvalidity=self._number(values.get(b"UIDVALIDITY"), "UIDVALIDITY", minimum=1),
+            uidnext=self._number(values.get(b"UIDNEXT"), "UIDNEXT", minimum=1),
+            exists=self._number(values.get(b"MESSAGES"), "MESSAGES"),
+            highestmodseq=None if modseq is None else self._number(modseq, "HIGHESTMODSEQ"))
+        self._uidvalidity[raw] = status.uidvalidity
+        return status
+
+    def create_folder(self, name: str) -> None:
+        """CREATE name (UTF-8, server delimiter), sent as modified UTF-7. Exists: fine."""
+        raw = _raw_name(name)
+        with self._guard(f"CREATE {raw}"):
+            try:
+                self._client.create_folder(raw)
+            except imaplib.IMAP4.error as exc:
+                if isinstance(exc, imaplib.IMAP4.abort) or "[ALREADYEXISTS]" not in str(exc):
+                    raise
+
+    # Metadata -----------------------------------------------------------------------------
+    def fetch_meta(self, uids: str | Iterable[int] = "1:*", with_message_id: bool = False
+                   ) -> dict[int, RemoteMeta]:
+        """Flags, size, INTERNALDATE (and MODSEQ, Message-ID) of the selected folder."""
+        items = ["UID", "FLAGS", "RFC822.SIZE", "INTERNALDATE"]
+        if self.condstore:
+            items.append("MODSEQ")
+        if with_message_id:
+            items.append("BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]")
+        out: dict[int, RemoteMeta] = {}
+        for uidset in self._sets(uids):
+            with self._guard("FETCH"):
+                answers = self._uid_fetch(uidset, "(" + " ".join(items) + ")")
+            for uid, data in answers.items():
+                out[uid] = self._meta(uid, data, with_message_id)
+        return out
+
+    def fetch_changed(self, since_modseq: int) -> dict[int, RemoteMeta]:
+        """Messages whose flags changed after since_modseq (CONDSTORE). Expunges are not
+        reported here: compare the UID list (fetch_meta or a search) for those."""
+        if not self.condstore:
+            raise MissingCapability(f"{self.label}: the server lacks CONDSTORE",
+                                    "use fetch_meta instead")
+        items = "(UID FLAGS RFC822.SIZE INTERNALDATE MODSEQ)"
+        with self._guard("FETCH CHANGEDSINCE"):
+            answers = self._uid_fetch("1:*", items, f"(CHANGEDSINCE {int(since_modseq)})")
+        return {uid: self._meta(uid, data, False) for uid, data in answers.items()}
+
+    def _meta(self, uid: int, data: dict[bytes, Any], with_message_id: bool) -> RemoteMeta:
+        flags, size = data.get(b"FLAGS"), data.get(b"RFC822.SIZE")
+        if not isinstance(flags, tuple) or not all(isinstance(f, (bytes, int)) for f in flags):
+            self._garbage(f"FLAGS of UID {uid}", flags)
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            self._garbage(f"RFC822.SIZE of UID {uid}", size)
+        letters, keywords = flags_to_letters(flags)
+        modseq = data.get(b"MODSEQ")
+        if isinstance(modseq, tuple) and len(modseq) == 1 and isinstance(modseq[0], int):
+            modseq = modseq[0]
+        elif modseq is not None:
+            self._garbage(f"MODSEQ of UID {uid}", modseq)
+        message_id = None
+        if with_message_id:
+            header = next((v for k, v in data.items() if k.startswith(b"BODY[HEADER.FIELDS")),
+                          None)
+            if header is not None and not isinstance(header, bytes):
+                self._garbage(f"Message-ID header of UID {uid}", header)
+            message_id = parse_message_id(header)
+        return RemoteMeta(uid=uid, flags=letters, keywords=keywords, size=size,
+                          internaldate=_to_datetime(data.get(b"INTERNALDATE")),
+                          message_id=message_id, modseq=modseq)
+
+    def _garbage(self, what: str, value: Any) -> None:
+        raise ProtocolError(f"{self.label}: the server sent a malformed {what}: "
+                            f"{value!r:.100}", "the server is misbehaving; report it")
+
+    @staticmethod
+    def _number_ok(value: Any, minimum: int) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+    def _number(self, value: Any, what: str, minimum: int = 0) -> int:
+        if not self._number_ok(value, minimum):
+            self._garbage(what, value)
+        return value
+
+    def _sets(self, uids: str | Iterable[int]) -> list[str]:
+        if isinstance(uids, str):
+            _set_ranges(uids)            # validates
+            return [uids]
+        return uid_sets(uids)
+
+    def _uid_fetch(self, uidset: str, items: str, modifiers: str | None = None
+                   ) -> dict[int, dict[bytes, Any]]:
+        """UID FETCH -> {uid: {ITEM: value}} for the UIDs inside uidset, in arrival order.
+
+        Runs inside a _guard (which flushed older untagged answers). NO
+        [EXPUNGEISSUED] still delivers what the server did send."""
+        args = [uidset, items] + ([modifiers] if modifiers else [])
+        self._uid_command("FETCH", *args, ok_codes=("[EXPUNGEISSUED]",))
+        raw = self._imap.untagged_responses.pop("FETCH", [])
+        parsed = parse_response(raw) if raw else ()
+        ranges = _set_ranges(uidset)
+        out: dict[int, dict[bytes, Any]] = {}
+        for seq, attrs in _pairs(parsed):
+            if not isinstance(seq, int) or not isinstance(attrs, tuple):
+                raise imapclient_errors.ProtocolError(f"bad FETCH response {seq!r:.50}")
+            entry: dict[bytes, Any] = {}
+            for key, value in _pairs(attrs):
+                if not isinstance(key, bytes):
+                    raise imapclient_errors.ProtocolError(f"bad FETCH item {key!r:.50}")
+                entry[key.upper()] = value
+            uid = entry.get(b"UID")
+            if uid is None:
+                continue                 # an unsolicited update without UID: ignore
+            if not self._number_ok(uid, 1):
+                raise imapclient_errors.ProtocolError(f"bad UID {uid!r:.50}")
+            if any(lo <= uid <= hi for lo, hi in ranges):
+                out.setdefault(uid, {}).update(entry)
+        return out
+
+    # Bodies -------------------------------------------------------------------------------
+    def fetch_bodies(self, uids: Iterable[int], sink_for: Callable[[int], Sink],
+                     done: Callable[[int, int], None], headers_only: bool = False,
+                     sizes: dict[int, int] | None = None) -> set[int]:
+        """Download messages (BODY.PEEK: \\Seen is never set) with LF line endings.
+
+        For each message that arrives: sink_for(uid).write(data), then done(uid, len).
+        Batches hold at most BODY_BATCH_COUNT messages and about BODY_BATCH_BYTES (sizes
+        from the argument, else asked for first). A UID the server no longer has is
+        skipped. Returns the UIDs delivered."""
+        wanted = sorted(set(uids))
+        if not wanted:
+            return set()
+        known = dict(sizes or {})
+        if not headers_only and any(u not in known for u in wanted):
+            missing = [u for u in wanted if u not in known]
+            for uidset in uid_sets(missing):
+                with self._guard("FETCH"):
+                    answers = self._uid_fetch(uidset, "(UID RFC822.SIZE)")
+                for uid, data in answers.items():
+                    known[uid] = self._number(data.get(b"RFC822.SIZE"), "RFC822.SIZE")
+            wanted = [u for u in wanted if u in known]
+        section = b"BODY[HEADER]" if headers_only else b"BODY[]"
+        items = "(UID BODY.PEEK[HEADER])" if headers_only else "(UID BODY.PEEK[])"
+        delivered: set[int] = set()
+        for batch in _batches(wanted, known, headers_only):
+            for uidset in uid_sets(batch):
+                with self._guard("FETCH"):
+                    answers = self._uid_fetch(uidset, items)
+                for uid in list(answers):
+                    body = answers.pop(uid).get(section)
+                    if body is None:
+                        continue         # answered without the body: gone meanwhile
+                    if not isinstance(body, bytes):
+                        self._garbage(f"body of UID {uid}", type(body).__name__)
+                    data = crlf_to_lf(body)
+                    del body
+                    sink_for(uid).write(data)
+                    done(uid, len(data))
+                    delivered.add(uid)
+        return delivered
+
+    # Changes ------------------------------------------------------------------------------
+    def append(self, folder: ServerFolder | str, message: bytes,
+               flags: Iterable[str] = frozenset(), internaldate: datetime | None = None
+               ) -> int | None:
+        """APPEND (CRLF line endings, mapped flags); the new UID from APPENDUID, or None
+        when the server has no UIDPLUS or the folder's UIDVALIDITY is not the one known."""
+        raw = _raw_name(folder)
+        with self._guard(f"APPEND {raw}"):
+            reply = self._client.append(raw, lf_to_crlf(message), letters_to_flags(flags),
+                                        internaldate)
+            codes = self._imap.untagged_responses.get("APPENDUID", [])
+        texts = [_text([reply])] + [_text([c]) for c in codes]
+        for text in texts:
+            m = re.search(r"(?:\[APPENDUID )?(\d+) (\d+)\]?", text)
+            if m and ("APPENDUID" in text or text in map(_text, ([c] for c in codes))):
+                validity, uid = int(m.group(1)), int(m.group(2))
+                if raw in self._uidvalidity and self._uidvalidity[raw] != validity:
+                    return None
+                return uid if uid > 0 else None
+        return None
+
+    def find_by_message_id(self, message_id: str) -> list[int]:
+        """UIDs in the selected folder whose Message-ID is exactly message_id."""
+        message_id = message_id.strip()
+        if not message_id:
+            return []
+        with self._guard("SEARCH"):
+            hits = self._client.search(["HEADER", "Message-ID", message_id])
+        found = sorted(int(h) for h in hits if isinstance(h, int))
+        if not found:
+            return []
+        metas = self.fetch_meta(found, with_message_id=True)
+        return [uid for uid in found if uid in metas and metas[uid].message_id == message_id]
+
+    def add_flags(self, uids: Iterable[int], letters: Iterable[str]) -> None:
+        self._store(uids, "+FLAGS.SILENT", letters_to_flags(letters))
+
+    def remove_flags(self, uids: Iterable[int], letters: Iterable[str]) -> None:
+        self._store(uids, "-FLAGS.SILENT", letters_to_flags(letters))
+
+    def _store(self, uids: Iterable[int], op: str, flags: list[str]) -> None:
+        if not flags:
+            return
+        for uidset in uid_sets(uids):
+            with self._guard("STORE"):
+                self._uid_command("STORE", uidset, op, "(" + " ".join(flags) + ")",
+                                  ok_codes=("[EXPUNGEISSUED]",))
+
+    def expunge(self, uids: Iterable[int]) -> None:
+        """Mark exactly these UIDs \\Deleted and UID EXPUNGE them (needs UIDPLUS: a plain
+        EXPUNGE would also remove mail other clients marked \\Deleted)."""
+        uids = sorted(set(uids))
+        if not uids:
+            return
+        self._need("UIDPLUS", "cannot expunge safely")
+        self._store(uids, "+FLAGS.SILENT", ["\\Deleted"])
+        for uidset in uid_sets(uids):
+            with self._guard("UID EXPUNGE"):
+                self._uid_command("EXPUNGE", uidset)
+
+    def move(self, uids: Iterable[int], dest: ServerFolder | str) -> dict[int, int] | None:
+        """UID MOVE (or UID COPY + UID EXPUNGE); {old uid: new uid} from COPYUID, or None."""
+        uids = sorted(set(uids))
+        if not uids:
+            return {}
+        raw = _raw_name(dest)
+        has_move = "MOVE" in self.capabilities
+        if not has_move:
+            self._need("UIDPLUS", "cannot move safely without MOVE")
+        mapping: dict[int, int] = {}
+        seen_copyuid = False
+        for uidset in uid_sets(uids):
+            with self._guard("MOVE" if has_move else "COPY"):
+                _typ, data = self._uid_command("MOVE" if has_move else "COPY", uidset,
+                                               _quote(raw))
+                codes = [_text([c]) for c in self._imap.untagged_responses.get("COPYUID", [])]
+            for text in codes + [_text(data)]:
+                pairs = _copyuid(text)
+                if pairs is not None:
+                    seen_copyuid = True
+                    mapping.update(pairs)
+                    break
+            if not has_move:
+                self.expunge(_uids_in(uidset))
+        return mapping if seen_copyuid else None
+
+    def _need(self, capability: str, why: str) -> None:
+        if capability not in self.capabilities:
+            raise MissingCapability(f"{self.label}: server lacks {capability}: {why}",
+                                    "this server cannot be synced safely in this way")
+
+    # Ending -------------------------------------------------------------------------------
+    def logout(self) -> None:
+        """LOGOUT, best effort: nothing is pending on an IMAP server at this point."""
+        if self._broken:
+            return
+        self._broken = True
+        try:
+            self._client.logout()
+        except Exception:
+            pass
+        _close_quietly(self._client)
+
+    def abort(self) -> None:
+        """Close the connection without LOGOUT."""
+        self._broken = True
+        _close_quietly(self._client)
+
+
+# Small parsers --------------------------------------------------------------------------
+
+def _text(data: list) -> str:
+    if not data:
+        return ""
+    item = data[-1] if data else b""
+    if isinstance(item, tuple):
+        item = item[0]
+    if isinstance(item, bytes):
+        return item.decode("utf-8", "replace")
+    return "" if item is None else str(item)
+
+
+def _delimiter(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("ascii")
+    if not isinstance(value, str) or len(value) != 1:
+        raise ValueError(f"bad hierarchy delimiter {value!r}")
+    return value
+
+
+def _uids_in(uidset: str) -> list[int]:
+    out: list[int] = []
+    for lo, hi in _set_ranges(uidset):
+        if hi == float("inf"):
+            raise ValueError("open UID range")
+        out.extend(range(lo, int(hi) + 1))
+    return out
+
+
+def _copyuid(text: str) -> dict[int, int] | None:
+    """[COPYUID validity src dst] -> {src uid: dst uid}, or None."""
+    m = re.search(r"(?:COPYUID )?(\d+) ([\d:,]+) ([\d:,]+)", text)
+    if not m or ("COPYUID" not in text and "[" in text):
+        return None
+    src, dst = _uids_in_ordered(m.group(2)), _uids_in_ordered(m.group(3))
+    if len(src) != len(dst):
+        return None
+    return dict(zip(src, dst))
+
+
+def _uids_in_ordered(uidset: str) -> list[int]:
+    """A COPYUID set in the order given (ranges may run downwards)."""
+    out: list[int] = []
+    for part in uidset.split(","):
+        a, _, b = part.partition(":")
+        lo, hi = int(a), int(b or a)
+        step = 1 if hi >= lo else -1
+        out.extend(range(lo, hi + step, step))
+    return out
+
+
+def _batches(uids: list[int], sizes: dict[int, int], headers_only: bool) -> Iterator[list[int]]:
+    batch: list[int] = []
+    total = 0
+    for uid in uids:
+        size = 0 if headers_only else sizes.get(uid, 0)
+        if batch and (len(batch) >= BODY_BATCH_COUNT or total + size > BODY_BATCH_BYTES):
+            yield batch
+            batch, total = [], 0
+        batch.append(uid)
+        total += size
+    if batch:
+        yield batch
