@@ -280,6 +280,15 @@ def connect(account: Account, secret: str, trace: Trace | None = None) -> Pop3Se
     except (TimeoutError, socket.timeout):
         raise TemporaryError(f"{label}: {account.host}:{account.port} did not answer in time",
                              "check the host and port, or retry later") from None
+    except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionResetError,
+            ConnectionAbortedError, BrokenPipeError):
+        raise TemporaryError(f"{label}: {account.host}:{account.port} dropped the connection "
+                             "while it was being secured", "retry later") from None
+    except ssl.SSLError as exc:
+        raise UnreachableError(f"{label}: no TLS session with {account.host}:{account.port}: "
+                               f"{exc.reason or exc}",
+                               "check port and tls (implicit or starttls) in the config"
+                               ) from None
     except (socket.gaierror, ConnectionError, OSError) as exc:
         raise UnreachableError(f"{label}: cannot reach {account.host}:{account.port}: "
                                f"{getattr(exc, 'strerror', None) or exc}",

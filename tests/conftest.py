@@ -149,3 +149,24 @@ def make_account(dovecot, tmp_path):
         return AccountSetup(dovecot, user, config, maildir, state_dir)
 
     return make
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A folder nobody can write into: mode 0500, or a read-only tmpfs when root
+    (root ignores permission bits). Unmounted afterwards."""
+    path = tmp_path / "readonly"
+    path.mkdir()
+    if os.geteuid() != 0:
+        path.chmod(0o500)
+        yield path
+        path.chmod(0o700)
+        return
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(path)],
+                          capture_output=True)
+    if done.returncode != 0:
+        pytest.fail(f"cannot mount a read-only tmpfs: {done.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
