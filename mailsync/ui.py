@@ -113,6 +113,11 @@ class Ui:
             print(json.dumps({"title": title, "columns": columns, "rows": rows},
                              ensure_ascii=False))
             return
+        if not self.out.is_terminal:
+            # Scripts read this: tab-separated, nothing cut short to fit a width.
+            for row in [columns] + rows:
+                print("\t".join(str(v) for v in row))
+            return
         table = Table(title=title, title_justify="left")
         for c in columns:
             table.add_column(c)

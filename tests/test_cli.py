@@ -1,0 +1,115 @@
+"""The commands around fetch: check, status, folders, init, run, and progress on a terminal."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import stat
+import subprocess
+import sys
+
+from tests.conftest import cli_command, cli_env, run_cli
+from tests.corpus import make_corpus
+
+
+def test_check_connects_logs_in_and_changes_nothing(make_account):
+    acct = make_account()
+    acct.server.seed(acct.user, make_corpus(4))
+    before = acct.server.server_entries(acct.user)
+    result = acct.run("check")
+    assert result.code == 0, result.err
+    assert "certificate verified" in result.out and "4 (" in result.out
+    assert "UIDL" in result.out
+    assert acct.server.server_entries(acct.user) == before
+    assert not acct.maildir.exists()
+
+
+def test_check_reports_a_wrong_password(make_account):
+    result = make_account(password="nope").run("check")
+    assert result.code == 77 and "login" in result.err
+
+
+def test_status_shows_the_last_run(make_account):
+    acct = make_account()
+    assert "never" in acct.run("status").out
+    acct.server.seed(acct.user, make_corpus(2))
+    acct.run("fetch")
+    out = acct.run("status").out
+    assert "test" in out and "ok" in out
+
+
+def test_folders_lists_the_inbox_with_its_count(make_account):
+    acct = make_account()
+    acct.server.seed(acct.user, make_corpus(3))
+    out = acct.run("folders", "test").out
+    assert "INBOX" in out and "3" in out and str(acct.maildir) in out
+
+
+def test_run_fetches_pop3_accounts(make_account):
+    acct = make_account()
+    acct.server.seed(acct.user, make_corpus(3))
+    assert acct.run("run").code == 0 and len(acct.local_messages()) == 3
+
+
+def test_init_writes_a_private_example_and_never_overwrites(tmp_path):
+    path = tmp_path / "cfg" / "config.toml"
+    assert run_cli("init", str(path)).code == 0
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert "[accounts.home]" in path.read_text()
+    path.write_text("mine")
+    result = run_cli("init", str(path))
+    assert result.code == 64 and path.read_text() == "mine"
+
+
+def test_init_example_is_a_valid_config(tmp_path):
+    from mailsync.config import load_config
+    path = tmp_path / "config.toml"
+    run_cli("init", str(path))
+    assert list(load_config(path).accounts) == ["home"]
+
+
+def test_progress_is_drawn_when_stderr_is_a_terminal(make_account):
+    acct = make_account()
+    acct.server.seed(acct.user, make_corpus(50))
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(cli_command("-c", str(acct.config), "fetch"), env=cli_env(
+        {"COLUMNS": "120", "TERM": "xterm"}), stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    screen = b""
+    while True:
+        ready, _, _ = select.select([master], [], [], 30)
+        if not ready:
+            break
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        screen += data
+    proc.wait(timeout=60)
+    os.close(master)
+    assert proc.returncode == 0
+    text = screen.decode("utf-8", "replace")
+    assert "50/50 msgs" in text and "test" in text
+
+
+def test_usage_error_exits_64_with_one_line():
+    result = run_cli("fetch", "--limit", "many")
+    assert result.code == 64 and len(result.err.strip().splitlines()) == 1
+
+
+def test_version():
+    result = run_cli("--version")
+    assert result.code == 0 and "mailsync" in result.out
+
+
+def test_help_imports_no_protocol_library():
+    code = ("import sys; from mailsync import cli; "
+            "sys.argv=['mailsync','--help']\n"
+            "try:\n    cli.cli.main(standalone_mode=False)\nexcept SystemExit: pass\n"
+            "print(sorted(m for m in ('imapclient','poplib','sqlite3','rich') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=cli_env()).stdout
+    assert out.strip().splitlines()[-1] == "[]"
