@@ -162,17 +162,21 @@ _SET_RE = re.compile(r"(\d+|\*)(?::(\d+|\*))?(?:,(\d+|\*)(?::(\d+|\*))?)*")
 
 
 def _set_ranges(text: str) -> list[tuple[int, float]]:
-    """A UID set string -> inclusive (low, high) ranges; '*' is unbounded."""
+    """A UID set string -> inclusive (low, high) ranges.
+
+    '*' is taken as unbounded, so "n:*" admits only UIDs >= n (not the RFC's "largest
+    UID", which makes "n:*" return the last message even when its UID is below n)."""
     if not _SET_RE.fullmatch(text):
         raise ValueError(f"not a UID set: {text!r}")
+    inf = float("inf")
     ranges = []
     for part in text.split(","):
         a, _, b = part.partition(":")
-        lo = float("inf") if a == "*" else int(a)
-        hi = lo if not b else float("inf") if b == "*" else int(b)
-        if lo == float("inf") and hi != lo:
-            lo, hi = hi, lo
-        ranges.append((int(min(lo, hi)) if min(lo, hi) != float("inf") else 1, max(lo, hi)))
+        ends = [inf if x == "*" else int(x) for x in (a, b or a)]
+        finite = [e for e in ends if e != inf]
+        lo = int(min(finite, default=1))
+        hi = inf if inf in ends else max(ends)
+        ranges.append((lo, hi))
     return ranges
 
 
@@ -280,7 +284,11 @@ def connect(account: Account, secret: str, trace: Trace | None = None,
                                f"failed: {exc.reason or exc}",
                                "check port and tls (implicit or starttls)") from None
     except imaplib.IMAP4.error as exc:
-        raise ProtocolError(f"{label}: bad greeting from {account.host}: {str(exc)[:200]}",
+        text = str(exc)[:200]
+        if "BYE" in text:
+            raise TemporaryError(f"{label}: {account.host} turned the connection away: {text}",
+                                 "retry later") from None
+        raise ProtocolError(f"{label}: bad greeting from {account.host}: {text}",
                             "is this an IMAP server?") from None
     except OSError as exc:
         raise UnreachableError(f"{label}: cannot reach {account.host}:{account.port}: "
@@ -333,8 +341,8 @@ def _login(client: IMAPClient, account: Account, secret: str) -> None:
         raise TemporaryError(f"{label}: the server did not answer the login in time",
                              "retry later") from None
     except imaplib.IMAP4.error as exc:
-        text = str(exc).replace(secret, "<redacted>") if secret else str(exc)
-        text = re.sub(r"^\w+ failed: ", "", text)[:200]
+        text = _clean(str(exc))
+        text = text.replace(secret, "<redacted>") if secret else text
         if any(code in text for code in TEMPORARY_CODES):
             raise TemporaryError(f"{label}: the server cannot log in now: {text}",
                                  "retry later") from None
@@ -375,32 +383,43 @@ class ImapSession:
         self._broken = False
         self._selected: str | None = None
         self._uidvalidity: dict[str, int] = {}
-        with self._guard("CAPABILITY"):
+        with self._guard("CAPABILITY", flush=False):   # the login answer may carry them
             caps = client.capabilities()
         self.capabilities = frozenset(c.decode("ascii", "replace").upper()
                                       if isinstance(c, bytes) else str(c).upper() for c in caps)
         self.condstore = False
         if "CONDSTORE" in self.capabilities and "ENABLE" in self.capabilities:
-            with self._guard("ENABLE"):
-                enabled = client.enable("CONDSTORE")
-            self.condstore = any(e.upper() == b"CONDSTORE" for e in enabled
-                                 if isinstance(e, bytes))
+            self.condstore = self._enable("CONDSTORE")
         with self._guard("LIST"):
             rows = client.list_folders("", "")
         self.delimiter = _delimiter(rows[0][1]) if rows else None
+
+    def _enable(self, extension: str) -> bool:
+        """ENABLE an extension; a server that refuses it just goes without."""
+        with self._guard("ENABLE"):
+            try:
+                typ, _ = self._imap._simple_command("ENABLE", extension)
+            except imaplib.IMAP4.error as exc:
+                if isinstance(exc, imaplib.IMAP4.abort):
+                    raise
+                return False
+            enabled = b" ".join(x for x in self._imap.untagged_responses.get("ENABLED", [])
+                                if isinstance(x, bytes))
+        return typ == "OK" and extension.encode() in enabled.upper().split()
 
     def __repr__(self) -> str:
         return f"<ImapSession {self.label} {self.account.host}:{self.account.port}>"
 
     # Error mapping ------------------------------------------------------------------------
     @contextmanager
-    def _guard(self, what: str) -> Iterator[None]:
+    def _guard(self, what: str, flush: bool = True) -> Iterator[None]:
         if self._broken:
             raise TemporaryError(f"{self.label}: the connection was lost earlier",
                                  "run again")
-        ur = self._imap.untagged_responses
-        for key in [k for k in ur if k != "READ-ONLY"]:
-            del ur[key]                   # stale answers must not leak into this one
+        if flush:                         # stale answers must not leak into this one
+            ur = self._imap.untagged_responses
+            for key in [k for k in ur if k != "READ-ONLY"]:
+                del ur[key]
         try:
             yield
         except MailsyncError:
@@ -420,6 +439,9 @@ class ImapSession:
                                     f"{text}", "report it to the server's admin") from None
             raise TemporaryError(f"{self.label}: {what}: the connection was lost: {text}",
                                  "run again") from None
+        except UnicodeEncodeError:        # raised before anything was sent
+            raise CommandRefused(f"{self.label}: {what}: an argument is not ASCII and "
+                                 "cannot be sent", "rename the folder or message id") from None
         except (imapclient_errors.ProtocolError, ValueError) as exc:
             self._break()
             raise ProtocolError(f"{self.label}: {what}: malformed answer from the server: "
@@ -436,7 +458,7 @@ class ImapSession:
                                  f"{exc.strerror or exc}", "run again") from None
 
     def _refusal(self, what: str, text: str) -> MailsyncError:
-        text = re.sub(r"^[\w ]+ failed: ", "", text)[:300]
+        text = _clean(text)
         if " command error: BAD" in text or "got more than" in text or "illegal in state" in text:
             return ProtocolError(f"{self.label}: {what} rejected: {text}",
                                  "the server and mailsync disagree on the protocol; report it")
@@ -696,28 +718,29 @@ class ImapSession:
         with self._guard(f"APPEND {raw}"):
             reply = self._client.append(raw, lf_to_crlf(message), letters_to_flags(flags),
                                         internaldate)
-            codes = self._imap.untagged_responses.get("APPENDUID", [])
-        texts = [_text([reply])] + [_text([c]) for c in codes]
-        for text in texts:
-            m = re.search(r"(?:\[APPENDUID )?(\d+) (\d+)\]?", text)
-            if m and ("APPENDUID" in text or text in map(_text, ([c] for c in codes))):
-                validity, uid = int(m.group(1)), int(m.group(2))
-                if raw in self._uidvalidity and self._uidvalidity[raw] != validity:
-                    return None
-                return uid if uid > 0 else None
-        return None
+        m = re.search(r"\[APPENDUID (\d+) (\d+)\]", _text([reply]), re.IGNORECASE)
+        if m is None:
+            return None
+        validity, uid = int(m.group(1)), int(m.group(2))
+        if self._uidvalidity.get(raw, validity) != validity or uid <= 0:
+            return None
+        return uid
 
     def find_by_message_id(self, message_id: str) -> list[int]:
-        """UIDs in the selected folder whose Message-ID is exactly message_id."""
+        """UIDs in the selected folder whose Message-ID is exactly message_id.
+
+        An empty or non-ASCII id finds nothing (it cannot be searched for safely)."""
         message_id = message_id.strip()
-        if not message_id:
+        if not message_id or not _login_safe(message_id):
             return []
         with self._guard("SEARCH"):
-            hits = self._client.search(["HEADER", "Message-ID", message_id])
-        found = sorted(int(h) for h in hits if isinstance(h, int))
+            self._uid_command("SEARCH", "HEADER", "MESSAGE-ID", _quote(message_id))
+            answers = self._imap.untagged_responses.get("SEARCH", [])
+        found = sorted({int(tok) for a in answers if isinstance(a, bytes)
+                        for tok in a.split(b"(")[0].split() if tok.isdigit() and int(tok) > 0})
         if not found:
             return []
-        metas = self.fetch_meta(found, with_message_id=True)
+        metas = self.fetch_meta(found, with_message_id=True)   # HEADER search is substring
         return [uid for uid in found if uid in metas and metas[uid].message_id == message_id]
 
     def add_flags(self, uids: Iterable[int], letters: Iterable[str]) -> None:
@@ -759,15 +782,13 @@ class ImapSession:
         seen_copyuid = False
         for uidset in uid_sets(uids):
             with self._guard("MOVE" if has_move else "COPY"):
-                _typ, data = self._uid_command("MOVE" if has_move else "COPY", uidset,
-                                               _quote(raw))
+                self._uid_command("MOVE" if has_move else "COPY", uidset, _quote(raw))
                 codes = [_text([c]) for c in self._imap.untagged_responses.get("COPYUID", [])]
-            for text in codes + [_text(data)]:
+            for text in codes:           # imaplib files [COPYUID ..] of OK lines here
                 pairs = _copyuid(text)
                 if pairs is not None:
                     seen_copyuid = True
                     mapping.update(pairs)
-                    break
             if not has_move:
                 self.expunge(_uids_in(uidset))
         return mapping if seen_copyuid else None
@@ -808,6 +829,13 @@ def _text(data: list) -> str:
     return "" if item is None else str(item)
 
 
+def _clean(text: str) -> str:
+    """An imaplib/imapclient error text as the server's words: no "x failed:", no b'..'."""
+    text = re.sub(r"^[\w ]+ failed: ", "", text.strip())
+    m = re.fullmatch(r"""b(['"])(.*)\1""", text, re.DOTALL)
+    return (m.group(2) if m else text)[:300]
+
+
 def _delimiter(value: Any) -> str | None:
     if value is None:
         return None
@@ -828,9 +856,9 @@ def _uids_in(uidset: str) -> list[int]:
 
 
 def _copyuid(text: str) -> dict[int, int] | None:
-    """[COPYUID validity src dst] -> {src uid: dst uid}, or None."""
-    m = re.search(r"(?:COPYUID )?(\d+) ([\d:,]+) ([\d:,]+)", text)
-    if not m or ("COPYUID" not in text and "[" in text):
+    """The data of a COPYUID code, "validity src-set dst-set" -> {src uid: dst uid}."""
+    m = re.fullmatch(r"\s*(\d+) ([\d:,]+) ([\d:,]+)\s*", text)
+    if not m:
         return None
     src, dst = _uids_in_ordered(m.group(2)), _uids_in_ordered(m.group(3))
     if len(src) != len(dst):
