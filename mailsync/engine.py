@@ -80,8 +80,11 @@ def _job(account: Account, options: RunOptions, state: State, reporter: Reporter
             return fetch_account(account, state, reporter,
                                  FetchOptions(options.dry_run, options.keep, options.limit),
                                  clock)
-        raise UsageError(f"account {account.name}: IMAP accounts are not supported by this "
-                         "build yet", "use a POP3 account")
+        from mailsync.sync import SyncOptions, sync_account  # IMAP only: keeps POP3 light
+        mode = "pull" if options.command == "fetch" else (options.mode or account.mode)
+        return sync_account(account, state, reporter, SyncOptions(
+            mode=mode, dry_run=options.dry_run, folders=options.folders,
+            allow_mass_delete=options.allow_mass_delete, full=options.full))
     except sqlite3.Error as exc:
         raise LocalIOError(f"account {account.name}: state database error: {exc}",
                            f"check free space and permissions of {account.state_dir}"

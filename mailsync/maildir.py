@@ -60,6 +60,17 @@ class Entry:
         return f"{self.subdir}/{self.filename}"
 
 
+def make_private_dirs(path: Path) -> None:
+    """mkdir -p where every folder made is 0700 (umask aside), parents included."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(folder, 0o700)
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -77,9 +88,10 @@ class Maildir:
     def create(self) -> None:
         """Make the folder and its three subfolders, private to the user."""
         try:
-            for sub in ("",) + SUBDIRS:
+            make_private_dirs(self.path)
+            for sub in SUBDIRS:
                 target = self.path / sub
-                target.mkdir(mode=0o700, parents=True, exist_ok=True)
+                target.mkdir(mode=0o700, exist_ok=True)
                 if target.is_symlink():
                     raise LocalIOError(f"{target} is a symbolic link",
                                        "mailsync refuses to write through links")
@@ -134,6 +146,70 @@ class Maildir:
 
     def read(self, entry: Entry) -> bytes:
         return (self.path / entry.relpath).read_bytes()
+
+    def read_head(self, entry: Entry, limit: int = 65536) -> bytes:
+        """The start of a message: enough for its header."""
+        with open(self.path / entry.relpath, "rb") as f:
+            return f.read(limit)
+
+    def publish_as(self, name: str, key: str, flags: str) -> Entry:
+        """Rename tmp/name into place as key with flags: new/ without flags, else cur/."""
+        entry = _placed(key, flags)
+        try:
+            os.rename(self.path / "tmp" / name, self.path / entry.relpath)
+        except OSError as exc:
+            raise local_io_error(exc, str(self.path)) from None
+        return entry
+
+    def set_flags(self, entry: Entry, letters: Iterable[str], managed: str) -> Entry:
+        """Give the message exactly the managed letters given; other letters a mail
+        client put there (keywords) stay."""
+        kept = {c for c in entry.flags if c not in managed}
+        flags = "".join(sorted(kept | set(letters)))
+        target = _placed(entry.key, flags, entry.subdir)
+        if target.relpath == entry.relpath:
+            return entry
+        try:
+            os.rename(self.path / entry.relpath, self.path / target.relpath)
+        except OSError as exc:
+            raise local_io_error(exc, str(self.path / entry.relpath)) from None
+        return target
+
+    def replace(self, entry: Entry, name: str, flags: str) -> Entry:
+        """Put tmp/name in the place of entry (same key), atomically."""
+        target = _placed(entry.key, flags, entry.subdir)
+        try:
+            os.rename(self.path / "tmp" / name, self.path / target.relpath)
+            if target.relpath != entry.relpath:
+                os.unlink(self.path / entry.relpath)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise local_io_error(exc, str(self.path / entry.relpath)) from None
+        return target
+
+    def remove(self, entry: Entry) -> None:
+        try:
+            os.unlink(self.path / entry.relpath)
+        except FileNotFoundError:
+            pass   # the user removed it meanwhile: the outcome wanted
+        except OSError as exc:
+            raise local_io_error(exc, str(self.path / entry.relpath)) from None
+
+    def sync_dirs(self) -> None:
+        """fsync new/ and cur/ so renames and removals are durable."""
+        try:
+            for sub in ("new", "cur"):
+                fsync_dir(self.path / sub)
+        except OSError as exc:
+            raise local_io_error(exc, str(self.path)) from None
+
+
+def _placed(key: str, flags: str, subdir: str | None = None) -> Entry:
+    """Where a message with these flags lives: a file without flags may stay in new/."""
+    if not flags and subdir in (None, "new"):
+        return Entry(key, "new", key, "")
+    return Entry(key, "cur", file_name(key, flags), flags)
 
 
 class TmpFile:

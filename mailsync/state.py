@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from mailsync.errors import LocalIOError, LockedError, local_io_error
+from mailsync.maildir import make_private_dirs
+from mailsync.syncplan import Pair
 
 SCHEMA_VERSION = 1
 
@@ -30,6 +32,32 @@ CREATE TABLE IF NOT EXISTS pop_pending (
     uid TEXT PRIMARY KEY,
     key TEXT NOT NULL,
     created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS imap_folders (
+    name TEXT PRIMARY KEY,         -- server folder name, UTF-8, '/'-separated
+    relpath TEXT NOT NULL,         -- local folder under the account's maildir
+    uidvalidity INTEGER NOT NULL,
+    uidnext INTEGER NOT NULL,
+    highestmodseq INTEGER          -- NULL without CONDSTORE
+);
+CREATE TABLE IF NOT EXISTS pairs (
+    folder TEXT NOT NULL,
+    uid INTEGER,                   -- NULL: deliberately absent on the server
+    key TEXT,                      -- NULL: deliberately absent locally
+    flags TEXT NOT NULL,           -- last-synced Maildir flag letters
+    placeholder INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX IF NOT EXISTS pairs_uid ON pairs (folder, uid) WHERE uid IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS pairs_key ON pairs (folder, key) WHERE key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS intents (
+    id INTEGER PRIMARY KEY,
+    folder TEXT NOT NULL,
+    kind TEXT NOT NULL,            -- download | upload | upgrade
+    uid INTEGER,
+    key TEXT,
+    flags TEXT NOT NULL,
+    placeholder INTEGER NOT NULL DEFAULT 0,
+    token TEXT                     -- upload: Message-ID, or size, to find the message again
 );
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY,
@@ -53,11 +81,33 @@ class Seen:
 def private_dir(path: Path) -> Path:
     """Create a folder readable by the user only (0700)."""
     try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(path, 0o700)
+        make_private_dirs(path)
     except OSError as exc:
         raise local_io_error(exc, str(path)) from None
     return path
+
+
+@dataclass(frozen=True)
+class FolderRecord:
+    name: str
+    relpath: str
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int | None
+
+
+@dataclass(frozen=True)
+class Intent:
+    """A transfer journalled before its IO, so a crash can be settled, not repeated."""
+
+    folder: str
+    kind: str
+    uid: int | None
+    key: str | None
+    flags: frozenset[str]
+    placeholder: bool = False
+    token: str | None = None
+    id: int | None = None
 
 
 class AccountLock:
@@ -174,6 +224,88 @@ class State:
     def forget_seen(self, uids: Iterable[str]) -> None:
         with self.transaction():
             self.db.executemany("DELETE FROM pop_seen WHERE uid = ?", [(u,) for u in uids])
+
+    # IMAP -----------------------------------------------------------------------------
+    def folder_record(self, name: str) -> FolderRecord | None:
+        row = self.db.execute("SELECT name, relpath, uidvalidity, uidnext, highestmodseq "
+                              "FROM imap_folders WHERE name = ?", (name,)).fetchone()
+        return FolderRecord(*row) if row else None
+
+    def folder_records(self) -> list[FolderRecord]:
+        rows = self.db.execute("SELECT name, relpath, uidvalidity, uidnext, highestmodseq "
+                               "FROM imap_folders ORDER BY name")
+        return [FolderRecord(*r) for r in rows]
+
+    def save_folder_record(self, record: FolderRecord) -> None:
+        with self.transaction():
+            self.db.execute("INSERT OR REPLACE INTO imap_folders VALUES (?, ?, ?, ?, ?)",
+                            (record.name, record.relpath, record.uidvalidity, record.uidnext,
+                             record.highestmodseq))
+
+    def pairs(self, folder: str) -> list[Pair]:
+        rows = self.db.execute("SELECT uid, key, flags, placeholder FROM pairs "
+                               "WHERE folder = ?", (folder,))
+        return [Pair(uid, key, frozenset(flags), bool(ph)) for uid, key, flags, ph in rows]
+
+    def put_pairs(self, folder: str, pairs: Iterable[Pair]) -> None:
+        """Store pairs, each replacing any pair that shares its uid or its key."""
+        with self.transaction():
+            for pair in pairs:
+                self._forget(folder, pair.uid, pair.key)
+                self.db.execute("INSERT INTO pairs VALUES (?, ?, ?, ?, ?)",
+                                (folder, pair.uid, pair.key, "".join(sorted(pair.flags)),
+                                 int(pair.placeholder)))
+
+    def forget_pairs(self, folder: str, ids: Iterable[tuple[int | None, str | None]]) -> None:
+        with self.transaction():
+            for uid, key in ids:
+                self._forget(folder, uid, key)
+
+    def _forget(self, folder: str, uid: int | None, key: str | None) -> None:
+        if uid is not None:
+            self.db.execute("DELETE FROM pairs WHERE folder = ? AND uid = ?", (folder, uid))
+        if key is not None:
+            self.db.execute("DELETE FROM pairs WHERE folder = ? AND key = ?", (folder, key))
+
+    def replace_folder_pairs(self, folder: str, pairs: list[Pair]) -> None:
+        """After a UIDVALIDITY change: the re-paired record replaces the old one."""
+        with self.transaction():
+            self.db.execute("DELETE FROM pairs WHERE folder = ?", (folder,))
+        self.put_pairs(folder, pairs)
+
+    def add_intents(self, intents: Iterable[Intent]) -> list[Intent]:
+        """Journal transfers before their IO; returns them with their ids."""
+        out = []
+        with self.transaction():
+            for i in intents:
+                cur = self.db.execute(
+                    "INSERT INTO intents (folder, kind, uid, key, flags, placeholder, token) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (i.folder, i.kind, i.uid, i.key, "".join(sorted(i.flags)),
+                     int(i.placeholder), i.token))
+                out.append(Intent(i.folder, i.kind, i.uid, i.key, i.flags, i.placeholder,
+                                  i.token, cur.lastrowid))
+        return out
+
+    def intents(self, folder: str) -> list[Intent]:
+        rows = self.db.execute("SELECT folder, kind, uid, key, flags, placeholder, token, id "
+                               "FROM intents WHERE folder = ? ORDER BY id", (folder,))
+        return [Intent(f, k, u, key, frozenset(fl), bool(ph), t, i)
+                for f, k, u, key, fl, ph, t, i in rows]
+
+    def complete(self, folder: str, done: Iterable[Intent], pairs: Iterable[Pair]) -> None:
+        """In one transaction: drop the intents and record the pairs their IO produced."""
+        with self.transaction():
+            for intent in done:
+                self.db.execute("DELETE FROM intents WHERE id = ?", (intent.id,))
+            for pair in pairs:
+                self._forget(folder, pair.uid, pair.key)
+                self.db.execute("INSERT INTO pairs VALUES (?, ?, ?, ?, ?)",
+                                (folder, pair.uid, pair.key, "".join(sorted(pair.flags)),
+                                 int(pair.placeholder)))
+
+    def count_pairs(self) -> dict[str, int]:
+        return dict(self.db.execute("SELECT folder, count(*) FROM pairs GROUP BY folder"))
 
     # Runs -----------------------------------------------------------------------------
     def record_run(self, command: str, started: float, summary: dict) -> None:

@@ -170,3 +170,32 @@ def read_only_dir(tmp_path):
         yield path
     finally:
         subprocess.run(["umount", str(path)], check=True)
+
+
+@dataclass
+class ImapSetup:
+    acct: AccountSetup
+    remote: "object"
+    local: "object"
+
+    def sync(self, *args: str, env: dict | None = None) -> CliResult:
+        return self.acct.run("--json", "sync", *args, env=env)
+
+
+@pytest.fixture
+def imap_account(make_account):
+    """make(**keys) -> ImapSetup: an IMAP account, a second client on the server (remote)
+    and a local mail client on the Maildir (local). Clients are logged out after."""
+    from tests.imaphelp import Local, Remote
+    made = []
+
+    def make(**keys) -> ImapSetup:
+        acct = make_account("imap", **keys)
+        setup = ImapSetup(acct, Remote(acct.server, acct.user),
+                          Local(acct.maildir, keys.get("layout", "maildir++")))
+        made.append(setup)
+        return setup
+
+    yield make
+    for setup in made:
+        setup.remote.close()

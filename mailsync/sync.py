@@ -1,0 +1,524 @@
+"""One IMAP account's sync: folders, then per folder settle -> snapshot -> plan -> execute.
+
+The decision is syncplan.plan_folder's; this module gathers its inputs and carries
+its actions out in phases (transfers, flags, deletions), journalling every transfer
+before its IO (state intents with the Maildir key chosen in advance, or the Message-ID
+of an upload) so that a crash at any moment is settled by the next run, never repeated.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Iterable
+
+from mailsync import crashpoints, folders, imap
+from mailsync.config import Account, resolve_secret
+from mailsync.errors import ProtocolError, RefusedError
+from mailsync.folders import FolderPairing
+from mailsync.maildir import Entry, Maildir, TmpFile, unique_name
+from mailsync.model import AccountResult, FolderResult
+from mailsync.ports import Reporter
+from mailsync.state import FolderRecord, Intent, State
+from mailsync.syncplan import (Action, DeleteLocal, Download, ExpungeRemote, FolderPlan,
+                               LocalMsg, Pair, Policy, RemoteMsg, SetLocalFlags,
+                               SetRemoteFlags, Upload, UpgradePlaceholder, plan_folder,
+                               repair_by_content)
+
+MANAGED = "DFPRST"
+PLACEHOLDER_HEADER = b"X-Mailsync-Placeholder"
+BATCH_MESSAGES = 200
+BATCH_BYTES = 32 << 20
+_PLACEHOLDER_RE = re.compile(rb"^X-Mailsync-Placeholder:\s*size=(\d+)", re.I | re.M)
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    mode: str
+    dry_run: bool = False
+    folders: tuple[str, ...] = ()
+    allow_mass_delete: bool = False
+    full: bool = False
+
+
+def sync_account(account: Account, state: State, reporter: Reporter,
+                 options: SyncOptions) -> AccountResult:
+    """Sync every chosen folder; a folder's failure does not stop the others."""
+    result = AccountResult(name=account.name, protocol="imap", dry_run=options.dry_run,
+                           folders=[])
+    trace = reporter.trace if getattr(reporter, "tracing", False) else None
+    session = imap.connect(account, resolve_secret(account), trace)
+    try:
+        pairings = _folder_pairings(session, account, state, reporter, options)
+        for pairing in pairings:
+            folder_result = FolderResult(name=pairing.name)
+            try:
+                FolderSync(session, account, state, reporter, options, pairing,
+                           folder_result, result.plan).run()
+            except (RefusedError, imap.CommandRefused) as exc:
+                folder_result.ok, folder_result.error = False, str(exc)
+                folder_result.exit_code = exc.exit_code
+            result.folders.append(folder_result)
+            result.add(folder_result)
+        session.logout()
+    except BaseException:
+        session.abort()
+        raise
+    failed = [f for f in result.folders if not f.ok]
+    if failed:
+        result.ok, result.exit_code = False, 1
+        result.error = "; ".join(f.error or f.name for f in failed)
+    return result
+
+
+def _folder_pairings(session: imap.ImapSession, account: Account, state: State,
+                     reporter: Reporter, options: SyncOptions) -> list[FolderPairing]:
+    listed = session.list_folders()
+    server = [folders.ServerSide(f.name, f.raw, f.delimiter) for f in listed
+              if f.selectable and f.name_ok]
+    for f in listed:
+        if not f.name_ok:
+            reporter.warn(f"account {account.name}: skipping server folder {f.raw!r}: "
+                          "its name is not valid modified UTF-7")
+    delimiter = session.delimiter or next((f.delimiter for f in listed if f.delimiter), "/")
+    local = folders.local_folders(account.maildir, account.layout)
+    known = {r.name for r in state.folder_records()}
+    pairings, skipped = folders.pair_folders(
+        server, local, known, account.layout, options.mode,
+        options.folders or account.folders, account.exclude, delimiter)
+    for s in skipped:
+        reporter.warn(f"account {account.name}: folder {s.name}: {s.reason}")
+    return pairings
+
+
+class FolderSync:
+    """Sync one folder pairing; the session's selected folder is this one throughout."""
+
+    def __init__(self, session: imap.ImapSession, account: Account, state: State,
+                 reporter: Reporter, options: SyncOptions, pairing: FolderPairing,
+                 result: FolderResult, plan_lines: list[str]) -> None:
+        self.session, self.account, self.state = session, account, state
+        self.reporter, self.options, self.pairing = reporter, options, pairing
+        self.result, self.plan_lines = result, plan_lines
+        self.name = pairing.name
+        self.label = f"account {account.name} folder {pairing.name}"
+        # The UTF-8 name: the adapter encodes it (modified UTF-7) on the wire.
+        self.raw = pairing.name
+        self.maildir = Maildir(folders.resolve(account.maildir, pairing.relpath))
+        self.entries: dict[str, Entry] = {}
+
+    # Orchestration ----------------------------------------------------------------------
+    def run(self) -> None:
+        if not self._prepare_folders():
+            return
+        status = self.session.select(self.raw, readonly=self.options.dry_run)
+        self.entries = self.maildir.scan()
+        if not self.options.dry_run:
+            self._settle_intents()
+        last = self._last_pairs(status)
+        remote = self._remote_snapshot()
+        plan = plan_folder(remote, self._local_snapshot(last), last, self._policy())
+        if plan.refused:
+            raise RefusedError(f"{self.label}: {plan.refused}")
+        if self.options.dry_run:
+            self.plan_lines.extend(f"{self.name}: {line}" for line in describe(plan))
+            return
+        self._execute(plan, remote)
+        self.state.save_folder_record(FolderRecord(
+            self.name, self.pairing.relpath, status.uidvalidity, status.uidnext,
+            status.highestmodseq))
+        crashpoints.step("folder-done")
+
+    def _policy(self) -> Policy:
+        return Policy(mode=self.options.mode, max_delete=self.account.max_delete,
+                      allow_mass_delete=self.options.allow_mass_delete,
+                      max_size=self.account.max_size, full=self.options.full)
+
+    def _prepare_folders(self) -> bool:
+        """Create the missing side; in a dry run only say so."""
+        p = self.pairing
+        if p.create_local:
+            if self.options.dry_run:
+                self.plan_lines.append(f"{self.name}: create local folder {p.relpath or '.'}")
+            else:
+                self.maildir.create()
+        if p.create_remote:
+            server_name = self.name
+            if self.options.dry_run:
+                self.plan_lines.append(f"{self.name}: create server folder {server_name}")
+                return False   # nothing on the server to compare with yet
+            self.session.create_folder(server_name)
+        if not self.options.dry_run and not self.maildir.exists():
+            self.maildir.create()
+        return True
+
+    # Snapshots --------------------------------------------------------------------------
+    def _remote_snapshot(self) -> dict[int, RemoteMsg]:
+        metas = self.session.fetch_meta()
+        self.remote_meta = metas
+        return {uid: RemoteMsg(uid, m.flags, m.size) for uid, m in metas.items()}
+
+    def _local_snapshot(self, last: list[Pair]) -> dict[str, LocalMsg]:
+        placeholders = {p.key for p in last if p.placeholder}
+        paired = {p.key for p in last}
+        local = {}
+        for key, entry in self.entries.items():
+            # An unpaired file may be a placeholder whose pair was lost: it must never
+            # be uploaded, so look at its header.
+            is_placeholder = key in placeholders or (
+                key not in paired and self._placeholder_size(entry) is not None)
+            local[key] = LocalMsg(key, frozenset(c for c in entry.flags if c in MANAGED),
+                                  is_placeholder)
+        return local
+
+    def _placeholder_size(self, entry: Entry) -> int | None:
+        try:
+            head = self.maildir.read_head(entry, 16384)
+        except OSError:
+            return None
+        m = _PLACEHOLDER_RE.search(head.split(b"\n\n", 1)[0])
+        return int(m.group(1)) if m else None
+
+    def _last_pairs(self, status: imap.FolderStatus) -> list[Pair]:
+        last = self.state.pairs(self.name)
+        record = self.state.folder_record(self.name)
+        if record is None or record.uidvalidity == status.uidvalidity or not last:
+            return last
+        return self._repair(last)
+
+    def _repair(self, last: list[Pair]) -> list[Pair]:
+        """UIDVALIDITY changed: pair the server's new UIDs with local files by content."""
+        metas = self.session.fetch_meta(with_message_id=True)
+        remote = {uid: (m.message_id, m.size) for uid, m in metas.items()}
+        local = {}
+        for pair in last:
+            entry = self.entries.get(pair.key) if pair.key else None
+            if entry is not None:
+                local[pair.key] = self._fingerprint(entry)
+        pairs, unpaired = repair_by_content(remote, last, local)
+        self.reporter.warn(f"{self.label}: the server's UIDVALIDITY changed; re-paired "
+                           f"{len(pairs)} messages by content, {len(unpaired)} to download")
+        if not self.options.dry_run:
+            self.state.replace_folder_pairs(self.name, pairs)
+        return pairs
+
+    def _fingerprint(self, entry: Entry) -> tuple[str | None, int]:
+        data = self.maildir.read(entry)
+        header = data.split(b"\n\n", 1)[0]
+        size = _PLACEHOLDER_RE.search(header)
+        message_id = imap.parse_message_id(header)
+        if size:
+            return message_id, int(size.group(1))
+        return message_id, crlf_size(data)
+
+    # Settling what a crash left ---------------------------------------------------------
+    def _settle_intents(self) -> None:
+        for intent in self.state.intents(self.name):
+            if intent.kind == "download":
+                self._settle_download(intent)
+            elif intent.kind == "upload":
+                self._settle_upload(intent)
+
+    def _settle_download(self, intent: Intent) -> None:
+        if intent.key in self.entries:
+            pair = Pair(intent.uid, intent.key, intent.flags, intent.placeholder)
+            self.state.complete(self.name, [intent], [pair])
+        else:
+            self.maildir.discard_tmp(intent.key)   # never renamed: maybe incomplete
+            self.state.complete(self.name, [intent], [])
+
+    def _settle_upload(self, intent: Intent) -> None:
+        uid = self._find_upload(intent.token)
+        pairs = [Pair(uid, intent.key, intent.flags)] if uid is not None else []
+        self.state.complete(self.name, [intent], pairs)
+
+    def _find_upload(self, token: str | None) -> int | None:
+        """The uid of an upload whose reply was lost: the newest unpaired match."""
+        if not token:
+            return None
+        paired = {p.uid for p in self.state.pairs(self.name) if p.uid is not None}
+        if token.startswith("size:"):
+            size = int(token[5:])
+            metas = self.session.fetch_meta()
+            found = [u for u, m in metas.items() if m.size == size]
+        else:
+            found = self.session.find_by_message_id(token)
+        found = [u for u in found if u not in paired]
+        return max(found) if found else None
+
+    # Execution --------------------------------------------------------------------------
+    def _execute(self, plan: FolderPlan, remote: dict[int, RemoteMsg]) -> None:
+        actions = list(plan.actions)
+        self._download([a for a in actions if isinstance(a, Download)], remote)
+        self._upgrade([a for a in actions if isinstance(a, UpgradePlaceholder)], remote)
+        self._upload([a for a in actions if isinstance(a, Upload)])
+        self._set_remote_flags([a for a in actions if isinstance(a, SetRemoteFlags)])
+        self._set_local_flags([a for a in actions if isinstance(a, SetLocalFlags)])
+        self._record([a for a in actions if type(a).__name__ == "Record"])
+        self._expunge_remote([a for a in actions if isinstance(a, ExpungeRemote)])
+        self._delete_local([a for a in actions if isinstance(a, DeleteLocal)])
+        self._forget([a for a in actions if type(a).__name__ == "Forget"])
+
+    def _download(self, actions: list[Download], remote: dict[int, RemoteMsg]) -> None:
+        if not actions:
+            return
+        total = sum(remote[a.uid].size for a in actions)
+        self.reporter.transfer_started(f"{self.account.name}/{self.name}", len(actions), total)
+        try:
+            for batch in _batches(actions, lambda a: remote[a.uid].size):
+                self._download_batch(batch, remote)
+        finally:
+            self.reporter.transfer_finished()
+
+    def _download_batch(self, batch: list[Download], remote: dict[int, RemoteMsg]) -> None:
+        intents = self.state.add_intents(
+            Intent(self.name, "download", a.uid, unique_name(), a.flags, a.headers_only)
+            for a in batch)
+        crashpoints.step("download-journalled")
+        by_uid = {i.uid: i for i in intents}
+        files: dict[int, TmpFile] = {}
+
+        def sink_for(uid: int) -> TmpFile:
+            files[uid] = self.maildir.open_tmp(by_uid[uid].key)
+            return files[uid]
+
+        def done(uid: int, nbytes: int) -> None:
+            if by_uid[uid].placeholder:
+                files[uid].write(placeholder_note(remote[uid].size))
+            files[uid].close()
+            self.result.bytes_downloaded += nbytes
+            self.reporter.transferred(remote[uid].size)
+            crashpoints.step("downloaded")
+
+        sizes = {u: remote[u].size for u in by_uid}
+        try:
+            full = [i.uid for i in intents if not i.placeholder]
+            heads = [i.uid for i in intents if i.placeholder]
+            delivered = self.session.fetch_bodies(full, sink_for, done, sizes=sizes)
+            delivered |= self.session.fetch_bodies(heads, _PlaceholderSinks(sink_for), done,
+                                                   headers_only=True, sizes=sizes)
+        except BaseException:
+            for uid, f in files.items():
+                f.abort()
+            raise
+        pairs = []
+        for intent in intents:
+            if intent.uid in delivered:
+                flags = "".join(sorted(intent.flags))
+                self.entries[intent.key] = self.maildir.publish_as(intent.key, intent.key,
+                                                                   flags)
+                pairs.append(Pair(intent.uid, intent.key, intent.flags, intent.placeholder))
+        self.maildir.sync_dirs()
+        crashpoints.step("download-published")
+        self.state.complete(self.name, intents, pairs)
+        self.result.downloaded += len(pairs)
+
+    def _upgrade(self, actions: list[UpgradePlaceholder], remote: dict[int, RemoteMsg]) -> None:
+        for action in actions:
+            entry = self._entry(action.key)
+            if entry is None or action.uid not in remote:
+                continue
+            name = unique_name()
+            holder: list[TmpFile] = []
+
+            def sink_for(uid: int) -> TmpFile:
+                holder.append(self.maildir.open_tmp(name))
+                return holder[0]
+
+            def done(uid: int, nbytes: int) -> None:
+                holder[0].close()
+                self.result.bytes_downloaded += nbytes
+
+            got = self.session.fetch_bodies([action.uid], sink_for, done,
+                                            sizes={action.uid: remote[action.uid].size})
+            if action.uid not in got:
+                continue
+            flags = "".join(sorted(action.flags))
+            self.entries[action.key] = self.maildir.replace(entry, name, flags)
+            self.maildir.sync_dirs()
+            self.state.put_pairs(self.name, [action.pair_after()])
+            self.result.downloaded += 1
+
+    def _upload(self, actions: list[Upload]) -> None:
+        for action in actions:
+            entry = self._entry(action.key)
+            if entry is None:
+                continue   # deleted by the user meanwhile: the next run sees that
+            data = self.maildir.read(entry)
+            intent, = self.state.add_intents([Intent(self.name, "upload", None, action.key,
+                                                     action.flags, token=_token(data))])
+            crashpoints.step("upload-journalled")
+            when = _mtime(self.maildir.path / entry.relpath)
+            uid = self.session.append(self.raw, data, action.flags, when)
+            crashpoints.step("uploaded")
+            if uid is None:
+                uid = self._find_upload(intent.token)
+            if uid is None:
+                raise ProtocolError(f"{self.label}: cannot learn the UID of an uploaded "
+                                    "message (no UIDPLUS, no Message-ID)",
+                                    "the next run settles it; report the server")
+            self.state.complete(self.name, [intent], [action.pair_after(uid=uid)])
+            self.result.uploaded += 1
+
+    def _set_remote_flags(self, actions: list[SetRemoteFlags]) -> None:
+        if not actions:
+            return
+        for (add, remove), uids in _grouped(actions).items():
+            self.session.add_flags(uids, add)
+            self.session.remove_flags(uids, remove)
+        crashpoints.step("remote-flags")
+        self.state.put_pairs(self.name, [a.pair_after() for a in actions])
+        self.result.flags_changed += len(actions)
+
+    def _set_local_flags(self, actions: list[SetLocalFlags]) -> None:
+        done = []
+        for action in actions:
+            entry = self._entry(action.key)
+            if entry is None:
+                continue
+            self.entries[action.key] = self.maildir.set_flags(entry, action.flags, MANAGED)
+            done.append(action)
+        if done:
+            self.maildir.sync_dirs()
+            crashpoints.step("local-flags")
+            self.state.put_pairs(self.name, [a.pair_after() for a in done])
+            self.result.flags_changed += len(done)
+
+    def _record(self, actions: list[Action]) -> None:
+        if actions:
+            self.state.put_pairs(self.name, [a.pair_after() for a in actions])
+
+    def _expunge_remote(self, actions: list[ExpungeRemote]) -> None:
+        if not actions:
+            return
+        self.session.expunge([a.uid for a in actions])
+        crashpoints.step("expunged")
+        self.state.forget_pairs(self.name, [(a.uid, a.key) for a in actions])
+        self.result.deleted_remote += len(actions)
+
+    def _delete_local(self, actions: list[DeleteLocal]) -> None:
+        if not actions:
+            return
+        for action in actions:
+            entry = self._entry(action.key)
+            if entry is not None:
+                self.maildir.remove(entry)
+                self.entries.pop(action.key, None)
+        self.maildir.sync_dirs()
+        crashpoints.step("deleted-local")
+        self.state.forget_pairs(self.name, [(a.uid, a.key) for a in actions])
+        self.result.deleted_local += len(actions)
+
+    def _forget(self, actions: list[Action]) -> None:
+        if actions:
+            self.state.forget_pairs(self.name, [(a.uid, a.key) for a in actions])
+
+    def _entry(self, key: str) -> Entry | None:
+        """The file of key now: a mail client may have renamed it since the scan."""
+        entry = self.entries.get(key)
+        if entry is not None and (self.maildir.path / entry.relpath).exists():
+            return entry
+        return self.maildir.find(key)
+
+
+class _PlaceholderSinks:
+    """Wraps sink_for so a header block becomes a readable placeholder's header."""
+
+    def __init__(self, sink_for) -> None:
+        self.sink_for = sink_for
+
+    def __call__(self, uid: int) -> "_HeaderRewriter":
+        return _HeaderRewriter(self.sink_for(uid))
+
+
+class _HeaderRewriter:
+    def __init__(self, sink: TmpFile) -> None:
+        self.sink = sink
+
+    def write(self, data: bytes) -> None:
+        self.sink.write(placeholder_header(data))
+
+
+_MIME_HEADERS = re.compile(rb"^(Content-Type|Content-Transfer-Encoding|MIME-Version):",
+                           re.I | re.M)
+
+
+def placeholder_header(header: bytes) -> bytes:
+    """The original header with its MIME structure set aside, so readers show the note."""
+    header = header.rstrip(b"\n")
+    header = _MIME_HEADERS.sub(lambda m: b"X-Mailsync-Original-" + m.group(0), header)
+    return header + b"\nMIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n"
+
+
+def placeholder_note(size: int) -> bytes:
+    return (PLACEHOLDER_HEADER + b": size=%d\n\n" % size
+            + (f"[mailsync] This message is {size:,} bytes and was downloaded headers-first.\n"
+               "Flag it (F) in your mail client, or run `mailsync sync --full`, and the next\n"
+               "sync replaces this note with the whole message.\n").encode())
+
+
+def _token(data: bytes) -> str:
+    message_id = imap.parse_message_id(data.split(b"\n\n", 1)[0])
+    if message_id:
+        return message_id
+    return f"size:{crlf_size(data)}"
+
+
+def crlf_size(data: bytes) -> int:
+    """The size the server counts (RFC822.SIZE) for a message stored with LF."""
+    return len(data) + data.count(b"\n") - data.count(b"\r\n")
+
+
+def _mtime(path: os.PathLike) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(os.stat(path).st_mtime, timezone.utc)
+    except OSError:
+        return None
+
+
+def _grouped(actions: list[SetRemoteFlags]) -> dict[tuple[frozenset, frozenset], list[int]]:
+    groups: dict[tuple[frozenset, frozenset], list[int]] = {}
+    for a in actions:
+        groups.setdefault((a.add, a.remove), []).append(a.uid)
+    return groups
+
+
+def _batches(actions: list, size_of) -> Iterable[list]:
+    batch, total = [], 0
+    for a in actions:
+        if batch and (len(batch) >= BATCH_MESSAGES or total + size_of(a) > BATCH_BYTES):
+            yield batch
+            batch, total = [], 0
+        batch.append(a)
+        total += size_of(a)
+    if batch:
+        yield batch
+
+
+def describe(plan: FolderPlan) -> list[str]:
+    """The plan in words, one line per action, for --dry-run."""
+    lines = []
+    for a in plan.actions:
+        name = type(a).__name__
+        if isinstance(a, Download):
+            lines.append(f"download UID {a.uid}" + (" (headers first)" if a.headers_only
+                                                      else ""))
+        elif isinstance(a, Upload):
+            lines.append(f"upload local message {a.key}")
+        elif isinstance(a, UpgradePlaceholder):
+            lines.append(f"fetch the whole of UID {a.uid} for placeholder {a.key}")
+        elif isinstance(a, SetRemoteFlags):
+            lines.append(f"server UID {a.uid}: flags +{''.join(sorted(a.add))} "
+                         f"-{''.join(sorted(a.remove))}")
+        elif isinstance(a, SetLocalFlags):
+            lines.append(f"local {a.key}: flags become {''.join(sorted(a.flags)) or 'none'}")
+        elif isinstance(a, ExpungeRemote):
+            lines.append(f"expunge UID {a.uid} on the server (deleted locally)")
+        elif isinstance(a, DeleteLocal):
+            lines.append(f"delete local {a.key} (expunged on the server)")
+        elif name not in ("Record", "Forget"):
+            lines.append(f"{name} {a}")
+    return lines
+

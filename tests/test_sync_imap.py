@@ -1,0 +1,181 @@
+"""Two-way IMAP sync against the real Dovecot: what a user with a laptop, a phone and
+webmail sees."""
+
+from __future__ import annotations
+
+import mailbox
+
+import pytest
+
+from tests.corpus import make_corpus, make_message
+
+
+def seeded(imap_account, **keys):
+    s = imap_account(**keys)
+    server, user = s.acct.server, s.acct.user
+    server.seed(user, make_corpus(8))
+    server.seed(user, make_corpus(3, seed=2), folder="Work", flags="S")
+    server.seed(user, [make_message(900, attachment=600_000)], folder="Work", flags="FS")
+    server.seed(user, make_corpus(2, seed=3), folder="Entwürfe", flags="D")
+    server.seed(user, make_corpus(2, seed=4), folder="Projects/2026", flags="R")
+    return s
+
+
+def agree(s, folder="INBOX"):
+    """Both sides hold the same messages with the same flags."""
+    assert s.local.bodies(folder) == s.remote.bodies(folder), folder
+    assert s.local.flags_by_body(folder) == s.remote.flags_by_body(folder), folder
+
+
+FOLDERS = ["INBOX", "Work", "Entwürfe", "Projects/2026"]
+
+
+def test_initial_sync_copies_every_folder_byte_identical_with_flags(imap_account):
+    s = seeded(imap_account)
+    result = s.sync()
+    assert result.code == 0, result.err
+    for folder in FOLDERS:
+        agree(s, folder)
+    assert len(s.local.bodies("Work")) == 4
+    assert (s.acct.maildir / ".Entwürfe").is_dir() and (s.acct.maildir / ".Projects.2026").is_dir()
+    box = mailbox.Maildir(s.acct.maildir, create=False)
+    assert len(box) == 8 and set(box.list_folders()) >= {"Work", "Entwürfe", "Projects.2026"}
+    assert len(box.get_folder("Work")) == 4
+
+
+def test_second_sync_changes_nothing_and_transfers_no_body(imap_account):
+    s = seeded(imap_account)
+    s.sync()
+    before = {f: s.local.flags_by_body(f) for f in FOLDERS}
+    result = s.sync()
+    summary = result.json["accounts"][0]
+    assert summary["downloaded"] == summary["uploaded"] == summary["flags_changed"] == 0
+    assert summary["bytes_downloaded"] == 0
+    assert {f: s.local.flags_by_body(f) for f in FOLDERS} == before
+    trace = s.acct.run("-vv", "--no-progress", "sync").err
+    commands = [line for line in trace.splitlines() if line.startswith(">")]
+    assert commands and not [c for c in commands if "BODY.PEEK[]" in c or " APPEND " in c]
+
+
+def test_new_server_message_arrives_locally(imap_account):
+    s = seeded(imap_account)
+    s.sync()
+    s.remote.append("INBOX", make_message(500), "F")
+    s.sync()
+    agree(s)
+    assert s.local.flags_by_body()[make_message(500)] == "F"
+
+
+def test_new_local_message_is_uploaded_with_its_flags(imap_account):
+    s = seeded(imap_account)
+    s.sync()
+    s.local.deliver("Work", make_message(501), "RS")
+    assert s.sync().json["accounts"][0]["uploaded"] == 1
+    agree(s, "Work")
+    assert s.remote.flags_by_body("Work")[make_message(501)] == "RS"
+
+
+def test_flag_set_on_the_server_reaches_local(imap_account):
+    s = seeded(imap_account)
+    s.sync()
+    body = make_corpus(8)[2]
+    s.remote.set_flags("INBOX", s.remote.uid_of("INBOX", body), add="SF")
+    s.sync()
+    assert s.local.flags_by_body()[body] == "FS"
+
+
+def test_flag_cleared_locally_is_cleared_on_the_server(imap_account):
+    s = seeded(imap_account)
+    s.sync()
+    body = make_corpus(3, seed=2)[0]
+    s.local.set_flags("Work", body, "")
+    s.sync()
+    assert s.remote.flags_by_body("Work")[body] == ""
+    agree(s, "Work")
+
+
+def test_deleted_locally_is_expunged_on_server(imap_account):
+    s = seeded(imap_account)
+    s.sync()
+    body = make_corpus(8)[5]
+    s.local.delete("INBOX", body)
+    assert s.sync().json["accounts"][0]["deleted_remote"] == 1
+    assert body not in s.remote.bodies()
+    agree(s)
+
+
+def test_expunged_on_server_is_deleted_locally(imap_account):
+    s = seeded(imap_account)
+    s.sync()
+    body = make_corpus(8)[1]
+    s.remote.expunge("INBOX", s.remote.uid_of("INBOX", body))
+    assert s.sync().json["accounts"][0]["deleted_local"] == 1
+    assert body not in s.local.bodies()
+    agree(s)
+
+
+def test_moved_locally_between_folders_is_moved_on_the_server(imap_account):
+    s = seeded(imap_account)
+    s.sync()
+    body = make_corpus(8)[4]
+    s.local.move("INBOX", body, "Work")
+    s.sync()
+    assert body not in s.remote.bodies("INBOX") and body in s.remote.bodies("Work")
+    agree(s)
+    agree(s, "Work")
+
+
+def test_moved_on_the_server_is_moved_locally(imap_account):
+    s = seeded(imap_account)
+    s.sync()
+    body = make_corpus(8)[6]
+    s.remote.move("INBOX", s.remote.uid_of("INBOX", body), "Work")
+    s.sync()
+    assert body not in s.local.bodies("INBOX") and body in s.local.bodies("Work")
+    agree(s)
+    agree(s, "Work")
+
+
+def test_new_local_folder_is_created_on_the_server(imap_account):
+    s = seeded(imap_account)
+    s.sync()
+    s.local.make_folder("Archive/2025")
+    s.local.deliver("Archive/2025", make_message(502), "S")
+    s.sync()
+    assert "Archive/2025" in s.remote.folders()
+    agree(s, "Archive/2025")
+
+
+def test_new_server_folder_is_created_locally(imap_account):
+    s = seeded(imap_account)
+    s.sync()
+    s.remote.create("Reisen/Österreich")
+    s.remote.append("Reisen/Österreich", make_message(503), "")
+    s.sync()
+    agree(s, "Reisen/Österreich")
+
+
+def test_both_sides_changing_different_flags_merge(imap_account):
+    s = seeded(imap_account)
+    s.sync()
+    body = make_corpus(8)[3]
+    s.remote.set_flags("INBOX", s.remote.uid_of("INBOX", body), add="F")
+    s.local.set_flags("INBOX", body, "S")
+    s.sync()
+    assert s.local.flags_by_body()[body] == "FS" == s.remote.flags_by_body()[body]
+
+
+def test_deleted_on_one_side_while_flagged_on_the_other_is_kept(imap_account):
+    s = seeded(imap_account)
+    s.sync()
+    kept_locally, kept_remotely = make_corpus(8)[0], make_corpus(8)[7]
+    s.remote.expunge("INBOX", s.remote.uid_of("INBOX", kept_locally))
+    s.local.set_flags("INBOX", kept_locally, "F")
+    s.local.delete("INBOX", kept_remotely)
+    s.remote.set_flags("INBOX", s.remote.uid_of("INBOX", kept_remotely), add="F")
+    s.sync()
+    assert kept_locally in s.remote.bodies() and kept_locally in s.local.bodies()
+    assert kept_remotely in s.remote.bodies() and kept_remotely in s.local.bodies()
+    agree(s)
+    again = s.sync().json["accounts"][0]
+    assert again["downloaded"] == again["uploaded"] == 0
