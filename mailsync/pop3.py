@@ -9,6 +9,7 @@ the connection without it.
 
 from __future__ import annotations
 
+import base64
 import poplib
 import socket
 import ssl
@@ -324,12 +325,18 @@ def _open(account: Account) -> poplib.POP3:
 def _login(client: poplib.POP3, account: Account, secret: str, trace: Trace | None) -> None:
     label = f"account {account.name}"
     try:
-        if trace:
-            trace("C", f"USER {account.user}")
-        client.user(account.user)
-        if trace:
-            trace("C", "PASS <redacted>")
-        client.pass_(secret)
+        if account.auth == "login":
+            if trace:
+                trace("C", f"USER {account.user}")
+            client.user(account.user)
+            if trace:
+                trace("C", "PASS <redacted>")
+            client.pass_(secret)
+        else:
+            mechanism, response = sasl_initial_response(account.auth, account.user, secret)
+            if trace:
+                trace("C", f"AUTH {mechanism} <redacted>")
+            client._shortcmd(f"AUTH {mechanism} {response}")
     except poplib.error_proto as exc:
         text = str(exc.args[0] if exc.args else exc)
         raw = exc.args[0] if exc.args and isinstance(exc.args[0], bytes) else text.encode()
@@ -344,6 +351,20 @@ def _login(client: poplib.POP3, account: Account, secret: str, trace: Trace | No
     except OSError as exc:
         raise TemporaryError(f"{label}: connection lost during login: {exc}",
                              "retry later") from None
+
+
+def sasl_initial_response(auth: str, user: str, secret: str) -> tuple[str, str]:
+    """(mechanism, base64 initial response) for AUTH PLAIN, XOAUTH2 or OAUTHBEARER."""
+    if auth == "plain":
+        raw = f"\0{user}\0{secret}"
+        mechanism = "PLAIN"
+    elif auth == "xoauth2":
+        raw = f"user={user}\x01auth=Bearer {secret}\x01\x01"
+        mechanism = "XOAUTH2"
+    else:
+        raw = f"n,a={user},\x01auth=Bearer {secret}\x01\x01"
+        mechanism = "OAUTHBEARER"
+    return mechanism, base64.b64encode(raw.encode()).decode("ascii")
 
 
 def _close_quietly(client: poplib.POP3) -> None:

@@ -131,3 +131,25 @@ def test_connection_cut_mid_download_loses_nothing_and_the_next_run_completes(
     assert acct.run("fetch").code == 0
     assert sorted(acct.local_messages()) == sorted(corpus)
     assert acct.server_messages() == []
+
+
+def test_auth_plain_logs_in_with_sasl(seeded):
+    acct = seeded(auth="plain")
+    trace = acct.run("-vv", "--no-progress", "fetch")
+    assert trace.code == 0 and "AUTH PLAIN <redacted>" in trace.err
+    assert acct.server.password not in trace.err and acct.server_messages() == []
+
+
+def test_xoauth2_sends_the_token_and_never_shows_it(make_account, tmp_path):
+    from tests.fakeserver import FakeServer, pop3_script
+    log: list[str] = []
+    script = pop3_script({"AUTH": "-ERR [AUTH] invalid token"}, log=log)
+    with FakeServer(script) as server:
+        acct = make_account(host=server.host, port=server.port, tls="none",
+                            allow_plaintext=True, password=None, auth="xoauth2",
+                            oauth2_token_command="echo tok-SECRET-123")
+        result = acct.run("-vv", "fetch")
+    assert result.code == 77 and "tok-SECRET-123" not in result.out + result.err
+    assert log and log[-1].startswith("AUTH XOAUTH2 ")
+    import base64
+    assert b"auth=Bearer tok-SECRET-123" in base64.b64decode(log[-1].split()[-1])
