@@ -57,10 +57,14 @@ def cli(ctx: click.Context, config_path: str | None, quiet: bool, verbose: int,
 
 
 def _run(ctx: Context, names: tuple[str, ...], options) -> None:
+    from mailsync import crashpoints
     from mailsync.engine import overall_exit_code, run_accounts
     accounts = ctx.config().select(names)
+    crashpoints.install_signal_handlers()
     results = run_accounts(accounts, options, ctx.ui)
     code = overall_exit_code(results)
+    if crashpoints.stop_requested():
+        code = crashpoints.interrupted().exit_code
     ctx.ui.results(results, code)
     sys.exit(code)
 

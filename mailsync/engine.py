@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from mailsync import crashpoints
 from mailsync.config import Account
 from mailsync.errors import LocalIOError, MailsyncError, UsageError
 from mailsync.fetch import FetchOptions, fetch_account
@@ -36,7 +37,12 @@ class RunOptions:
 
 def run_accounts(accounts: list[Account], options: RunOptions, reporter: Reporter,
                  clock: Callable[[], float] = time.time) -> list[AccountResult]:
-    return [run_account(a, options, reporter, clock) for a in accounts]
+    results = []
+    for account in accounts:
+        if crashpoints.stop_requested():
+            break   # a signal stopped the run: later accounts wait for the next one
+        results.append(run_account(account, options, reporter, clock))
+    return results
 
 
 def run_account(account: Account, options: RunOptions, reporter: Reporter,

@@ -15,6 +15,7 @@ from typing import Callable
 
 from mailsync import crashpoints, pop3
 from mailsync.config import Account, resolve_secret
+from mailsync.errors import Interrupted
 from mailsync.fetchplan import FetchPlan, FetchPolicy, ServerMessage, plan_fetch
 from mailsync.maildir import Maildir, TmpFile, unique_name
 from mailsync.model import AccountResult
@@ -188,13 +189,15 @@ def _download_batch(session: pop3.Pop3Session, batch: list[ServerMessage], maild
         result.bytes_downloaded += size
         reporter.transferred(msg.size)
 
+    stop: Interrupted | None = None
     try:
         session.retrieve([m.number for m in batch], open_sink, done)
-    except BaseException:
+    except Interrupted as exc:
+        stop = exc   # record what is complete first, then stop
+    finally:
         for number, f in b.files.items():
             if number not in b.uids:
                 f.abort()
-        raise
     duplicates = _drop_known_content(b, maildir, known_hashes)
     fresh = [n for n in b.uids if n not in duplicates]
     state.record_pending((b.uids[n], b.keys[n]) for n in fresh)
@@ -204,6 +207,8 @@ def _download_batch(session: pop3.Pop3Session, batch: list[ServerMessage], maild
     state.confirm_pending((b.uids[n] for n in fresh), now=clock())
     crashpoints.step("confirmed")
     result.downloaded += len(fresh)
+    if stop is not None:
+        raise stop
     return [by_number[n] for n in b.uids]
 
 
