@@ -39,6 +39,7 @@ from imapclient.response_parser import parse_response
 from mailsync.config import Account
 from mailsync.errors import (EX_PARTIAL, AuthError, CertificateError, ConfigError,
                              MailsyncError, ProtocolError, TemporaryError, UnreachableError)
+from mailsync.imapstream import FetchReader, StreamClosed, StreamError
 from mailsync.names import decode_mutf7, encode_mutf7
 from mailsync.pop3 import tls_context
 
@@ -693,6 +694,9 @@ class ImapSession:
         delivered: set[int] = set()
         for batch in _batches(wanted, known, headers_only):
             for uidset in uid_sets(batch):
+                if not headers_only:
+                    delivered |= self._stream_bodies(uidset, set(batch), sink_for, done)
+                    continue
                 with self._guard("FETCH"):
                     answers = self._uid_fetch(uidset, items)
                 for uid in list(answers):
@@ -706,6 +710,37 @@ class ImapSession:
                     sink_for(uid).write(data)
                     done(uid, len(data))
                     delivered.add(uid)
+        return delivered
+
+    def _stream_bodies(self, uidset: str, wanted: set[int], sink_for: Callable[[int], Sink],
+                       done: Callable[[int, int], None]) -> set[int]:
+        """One UID FETCH of whole bodies, each streamed to its sink as it arrives."""
+        delivered: set[int] = set()
+
+        def counted(uid: int, nbytes: int) -> None:
+            delivered.add(uid)
+            done(uid, nbytes)
+
+        with self._guard("FETCH"):
+            tag = self._imap._command("UID", "FETCH", uidset, "(UID BODY.PEEK[])")
+            try:
+                status, text = FetchReader(self._imap.readline, self._imap.read, tag).run(
+                    wanted, sink_for, counted)
+            except StreamClosed as exc:
+                self._break()
+                raise TemporaryError(f"{self.label}: FETCH: the connection was lost: {exc}",
+                                     "run again") from None
+            except StreamError as exc:
+                self._break()
+                raise ProtocolError(f"{self.label}: FETCH: the server broke the protocol: "
+                                    f"{exc}", "report it to the server's admin") from None
+            except BaseException:
+                self._break()   # mid-answer: the connection cannot be used any more
+                raise
+            finally:
+                self._imap.tagged_commands.pop(tag, None)
+            if status != b"OK" and b"[EXPUNGEISSUED]" not in text:
+                raise imaplib.IMAP4.error(f"UID FETCH failed: {text.decode('utf-8', 'replace')}")
         return delivered
 
     # Changes ------------------------------------------------------------------------------

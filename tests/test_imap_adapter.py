@@ -513,6 +513,9 @@ def test_fetch_bodies_batches_by_size(session, dovecot, user, monkeypatch):
     real = session._uid_fetch
     monkeypatch.setattr(session, "_uid_fetch",
                         lambda uidset, items, *a: (sent.append(uidset), real(uidset, items, *a))[1])
+    streamed = session._stream_bodies
+    monkeypatch.setattr(session, "_stream_bodies",
+                        lambda uidset, *a: (sent.append(uidset), streamed(uidset, *a))[1])
     got = Collect()
     sizes = {m.uid: m.size for m in session.fetch_meta().values()}
     sent.clear()
