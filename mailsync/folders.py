@@ -42,17 +42,26 @@ class Skipped:
     reason: str
 
 
+class UnsafeFolderPath(LocalIOError):
+    """A folder whose local path would leave the account's maildir: only it fails (exit 74
+    in its entry), the account's other folders go on."""
+
+
 def resolve(root: Path, relpath: str) -> Path:
     """The folder's path; refuses anything that could leave the account's root."""
     if not names.is_safe_relpath(relpath):
-        raise LocalIOError(f"refusing unsafe folder path {relpath!r}",
-                           "report the server folder name that produced it")
+        raise UnsafeFolderPath(f"refusing unsafe folder path {relpath!r}",
+                               "report the server folder name that produced it")
     path = root / relpath if relpath else root
     real_root = os.path.realpath(root)
-    real = os.path.realpath(path)
-    if real != real_root and not real.startswith(real_root + os.sep):
-        raise LocalIOError(f"folder {path} leads outside {root} (a symbolic link?)",
-                           "remove the link; mailsync never writes outside the maildir")
+    # The folder and its cur/new/tmp: a link in either would carry writes outside.
+    for candidate in (path, path / "cur", path / "new", path / "tmp"):
+        real = os.path.realpath(candidate)
+        if real != real_root and not real.startswith(real_root + os.sep):
+            raise UnsafeFolderPath(f"folder {candidate} leads outside {root} "
+                                   "(a symbolic link?)",
+                                   "remove the link; mailsync never writes outside the "
+                                   "maildir")
     return path
 
 

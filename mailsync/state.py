@@ -10,7 +10,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import sqlite3
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,6 +112,34 @@ class Intent:
     id: int | None = None
 
 
+def read_only_copy(path: Path) -> sqlite3.Connection:
+    """An in-memory copy of the database at path, writing nothing beside it.
+
+    mode=ro alone creates the -wal and -shm files of a WAL database. Without a -wal file
+    everything is in the main file: read it immutable. With one (a crash, or a run in
+    progress) a private copy in a temporary folder is recovered and read instead.
+    """
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    wal = path.with_name(path.name + "-wal")
+    if not wal.exists():
+        source = sqlite3.connect(path.absolute().as_uri() + "?mode=ro&immutable=1", uri=True)
+        try:
+            source.backup(db)
+        finally:
+            source.close()
+        return db
+    with tempfile.TemporaryDirectory(prefix="mailsync-state-") as tmp:
+        copy = Path(tmp) / path.name
+        shutil.copyfile(path, copy)
+        shutil.copyfile(wal, copy.with_name(copy.name + "-wal"))
+        source = sqlite3.connect(copy)
+        try:
+            source.backup(db)
+        finally:
+            source.close()
+    return db
+
+
 class AccountLock:
     """An exclusive flock on <state_dir>/lock; the kernel drops it when the process dies."""
 
@@ -166,12 +196,9 @@ class State:
 
     def _open_readonly(self) -> sqlite3.Connection:
         # A copy in memory: the plan can be computed from it, nothing reaches the disk.
-        db = sqlite3.connect(":memory:", isolation_level=None)
         if self.path.exists():
-            source = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
-            source.backup(db)
-            source.close()
-        return db
+            return read_only_copy(self.path)
+        return sqlite3.connect(":memory:", isolation_level=None)
 
     def _migrate(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]

@@ -57,7 +57,7 @@ def sync_account(account: Account, state: State, reporter: Reporter,
             try:
                 FolderSync(session, account, state, reporter, options, pairing,
                            folder_result, result.plan).run()
-            except (RefusedError, imap.CommandRefused) as exc:
+            except (RefusedError, imap.CommandRefused, folders.UnsafeFolderPath) as exc:
                 folder_result.ok, folder_result.error = False, str(exc)
                 folder_result.exit_code = exc.exit_code
             result.folders.append(folder_result)
