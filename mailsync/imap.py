@@ -585,6 +585,14 @@ class ImapSession:
                 out[uid] = self._meta(uid, data, with_message_id)
         return out
 
+    def search_all(self) -> set[int]:
+        """Every UID in the selected folder (UID SEARCH ALL)."""
+        with self._guard("SEARCH"):
+            self._uid_command("SEARCH", "ALL")
+            answers = self._imap.untagged_responses.get("SEARCH", [])
+        return {int(tok) for a in answers if isinstance(a, bytes)
+                for tok in a.split(b"(")[0].split() if tok.isdigit() and int(tok) > 0}
+
     def fetch_changed(self, since_modseq: int) -> dict[int, RemoteMeta]:
         """Messages whose flags changed after since_modseq (CONDSTORE). Expunges are not
         reported here: compare the UID list (fetch_meta or a search) for those."""

@@ -117,8 +117,9 @@ class FolderSync:
         self.entries = self.maildir.scan()
         if not self.options.dry_run:
             self._settle_intents()
+        record = self.state.folder_record(self.name)
         last = self._last_pairs(status)
-        remote = self._remote_snapshot()
+        remote = self._remote_snapshot(status, record, last)
         plan = plan_folder(remote, self._local_snapshot(last), last, self._policy())
         if plan.refused:
             raise RefusedError(f"{self.label}: {plan.refused}")
@@ -126,9 +127,13 @@ class FolderSync:
             self.plan_lines.extend(f"{self.name}: {line}" for line in describe(plan))
             return
         self._execute(plan, remote)
+        # The values seen before this run's own changes: the next run then fetches
+        # what changed since, ours included, and misses nothing another client did.
+        # Push records local flags as last-synced, so its record cannot stand for the
+        # server's flags: no HIGHESTMODSEQ then.
+        modseq = status.highestmodseq if self.options.mode != "push" else None
         self.state.save_folder_record(FolderRecord(
-            self.name, self.pairing.relpath, status.uidvalidity, status.uidnext,
-            status.highestmodseq))
+            self.name, self.pairing.relpath, status.uidvalidity, status.uidnext, modseq))
         crashpoints.step("folder-done")
 
     def _policy(self) -> Policy:
@@ -155,10 +160,28 @@ class FolderSync:
         return True
 
     # Snapshots --------------------------------------------------------------------------
-    def _remote_snapshot(self) -> dict[int, RemoteMsg]:
-        metas = self.session.fetch_meta()
-        self.remote_meta = metas
-        return {uid: RemoteMsg(uid, m.flags, m.size) for uid, m in metas.items()}
+    def _remote_snapshot(self, status: imap.FolderStatus, record: FolderRecord | None,
+                         last: list[Pair]) -> dict[int, RemoteMsg]:
+        """The server's messages and flags, fetching as little as CONDSTORE allows."""
+        if not _modseq_usable(record, status):
+            metas = self.session.fetch_meta()
+            return {uid: RemoteMsg(uid, m.flags, m.size) for uid, m in metas.items()}
+        # After a completed run the last-synced flags are the server's flags; only
+        # messages whose MODSEQ grew since (new ones included) can differ. Sizes of
+        # unchanged messages are not needed by the plan (0 stands for unknown).
+        known = {p.uid: RemoteMsg(p.uid, p.flags, 0) for p in last if p.uid is not None}
+        if status.highestmodseq == record.highestmodseq and status.uidnext == record.uidnext:
+            return known
+        changed = self.session.fetch_changed(record.highestmodseq)
+        present = self.session.search_all()
+        remote = {uid: msg for uid, msg in known.items() if uid in present}
+        remote.update({uid: RemoteMsg(uid, m.flags, m.size) for uid, m in changed.items()
+                       if uid in present})
+        strays = present - set(remote)
+        if strays:   # not paired and not changed: cannot happen, but never guess
+            metas = self.session.fetch_meta(sorted(strays))
+            remote.update({uid: RemoteMsg(uid, m.flags, m.size) for uid, m in metas.items()})
+        return remote
 
     def _local_snapshot(self, last: list[Pair]) -> dict[str, LocalMsg]:
         placeholders = {p.key for p in last if p.placeholder}
@@ -443,6 +466,12 @@ class _HeaderRewriter:
 
 _MIME_HEADERS = re.compile(rb"^(Content-Type|Content-Transfer-Encoding|MIME-Version):",
                            re.I | re.M)
+
+
+def _modseq_usable(record: FolderRecord | None, status: imap.FolderStatus) -> bool:
+    return (record is not None and record.uidvalidity == status.uidvalidity
+            and record.highestmodseq is not None and status.highestmodseq is not None
+            and status.highestmodseq >= record.highestmodseq)
 
 
 def placeholder_header(header: bytes) -> bytes:

@@ -179,3 +179,27 @@ def test_deleted_on_one_side_while_flagged_on_the_other_is_kept(imap_account):
     agree(s)
     again = s.sync().json["accounts"][0]
     assert again["downloaded"] == again["uploaded"] == 0
+
+
+def client_commands(trace: str) -> list[str]:
+    return [line for line in trace.splitlines() if line.startswith(">")]
+
+
+def test_unchanged_folders_fetch_nothing_on_resync(imap_account):
+    s = seeded(imap_account)
+    s.sync()
+    s.sync()   # the first resync still sees the first run's own changes
+    trace = s.acct.run("-vv", "--no-progress", "sync").err
+    assert not [c for c in client_commands(trace) if "FETCH" in c]
+
+
+def test_a_flag_change_is_fetched_alone_with_changedsince(imap_account):
+    s = seeded(imap_account)
+    s.sync()
+    s.sync()
+    body = make_corpus(8)[6]
+    s.remote.set_flags("INBOX", s.remote.uid_of("INBOX", body), add="F")
+    trace = s.acct.run("-vv", "--no-progress", "sync").err
+    fetches = [c for c in client_commands(trace) if "FETCH" in c]
+    assert fetches and all("CHANGEDSINCE" in c for c in fetches)
+    assert s.local.flags_by_body()[body] == "F"
