@@ -1,8 +1,10 @@
 """Everything the user sees: progress bars, summaries, plans, tables, errors.
 
-The only module that imports rich. Progress is drawn only when stderr is a
-terminal; without one each account gets one summary line; --quiet prints errors
-only; --json prints one object on stdout and nothing else there.
+The only module that imports rich, and only when it draws (a progress bar on a
+terminal, a table on a terminal): cron and scripts never pay for it. Progress is
+drawn only when stderr is a terminal; without one each account gets one summary
+line; --quiet prints errors only; --json prints one object on stdout and nothing
+else there.
 """
 
 from __future__ import annotations
@@ -10,12 +12,6 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass
-
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import (BarColumn, DownloadColumn, Progress, TaskID, TextColumn,
-                           TimeRemainingColumn, TransferSpeedColumn)
-from rich.table import Table
 
 from mailsync.model import AccountResult
 
@@ -33,27 +29,37 @@ class Ui:
 
     def __init__(self, options: OutputOptions) -> None:
         self.options = options
-        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
-        self.out = Console(highlight=False, soft_wrap=True)
         self.tracing = options.verbose >= 2
-        self._progress: Progress | None = None
-        self._task: TaskID | None = None
+        self._progress = None     # a rich Progress while a bar is drawn
+        self._task = None
         self._done = 0
         self._total = 0
+
+    def _err(self, text: str) -> None:
+        text = printable(text)
+        if self._progress is not None:   # print above the live bar, not through it
+            from rich.markup import escape
+            self._progress.console.print(escape(text), highlight=False)
+        else:
+            print(text, file=sys.stderr, flush=True)
 
     # Reporter -------------------------------------------------------------------------
     def _show_progress(self) -> bool:
         o = self.options
-        return o.progress and not o.quiet and self.err.is_terminal
+        return o.progress and not o.quiet and sys.stderr.isatty()
 
     def transfer_started(self, label: str, messages: int, nbytes: int) -> None:
         if not self._show_progress():
             return
+        from rich.console import Console
+        from rich.markup import escape
+        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
+                                   TimeRemainingColumn, TransferSpeedColumn)
         self._done, self._total = 0, messages
         self._progress = Progress(
             TextColumn("{task.description}"), BarColumn(),
             TextColumn("{task.fields[count]}"), DownloadColumn(), TransferSpeedColumn(),
-            TimeRemainingColumn(), console=self.err, transient=False)
+            TimeRemainingColumn(), console=Console(stderr=True), transient=False)
         self._task = self._progress.add_task(escape(label), total=nbytes or None,
                                              count=f"0/{messages} msgs")
         self._progress.start()
@@ -72,20 +78,19 @@ class Ui:
 
     def warn(self, text: str) -> None:
         if not self.options.quiet:
-            self.err.print(f"mailsync: warning: {escape(text)}")
+            self._err(f"mailsync: warning: {text}")
 
     def detail(self, text: str) -> None:
         if self.options.verbose >= 1 and not self.options.quiet:
-            self.err.print(escape(text))
+            self._err(text)
 
     def trace(self, direction: str, line: str) -> None:
         if self.tracing:
-            arrow = ">" if direction == "C" else "<"
-            self.err.print(f"{arrow} {escape(line)}", markup=True)
+            self._err(f"{'>' if direction == 'C' else '<'} {line}")
 
     # Results --------------------------------------------------------------------------
     def error(self, text: str) -> None:
-        self.err.print(f"mailsync: {escape(text)}")
+        self._err(f"mailsync: {text}")
 
     def results(self, results: list[AccountResult], exit_code: int) -> None:
         for r in results:
@@ -101,34 +106,46 @@ class Ui:
             if r.dry_run:
                 self.plan(r)
             elif r.ok:
-                self.out.print(escape(summary_line(r)))
+                print(printable(summary_line(r)))
 
     def plan(self, r: AccountResult) -> None:
-        self.out.print(f"{escape(r.name)}: dry run, nothing changed; the plan:")
+        print(printable(f"{r.name}: dry run, nothing changed; the plan:"))
         for line in r.plan or ["nothing to do"]:
-            self.out.print(f"  {escape(line)}")
+            print(printable(f"  {line}"))
 
     def table(self, title: str, columns: list[str], rows: list[list[str]]) -> None:
         if self.options.json:
             print(json.dumps({"title": title, "columns": columns, "rows": rows},
                              ensure_ascii=False))
             return
-        if not self.out.is_terminal:
+        if not sys.stdout.isatty():
             # Scripts read this: tab-separated, nothing cut short to fit a width.
             for row in [columns] + rows:
-                print("\t".join(str(v) for v in row))
+                print("\t".join(printable(str(v)).replace("\t", "\\t") for v in row))
             return
+        from rich.console import Console
+        from rich.markup import escape
+        from rich.table import Table
         table = Table(title=title, title_justify="left")
         for c in columns:
             table.add_column(c)
         for row in rows:
-            table.add_row(*(escape(str(v)) for v in row))
-        self.out.print(table)
+            table.add_row(*(escape(printable(str(v))) for v in row))
+        Console(highlight=False).print(table)
 
     def lines(self, lines: list[str]) -> None:
         if not self.options.quiet:
             for line in lines:
-                self.out.print(escape(line))
+                print(printable(line))
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in list(range(0x20)) + list(range(0x7f, 0xa0))
+            if c != 0x09}
+
+
+def printable(text: str) -> str:
+    """Text from servers may hold control characters: never let them reach a terminal."""
+    return text.translate(_CONTROL)
 
 
 def human_bytes(n: int) -> str:
@@ -154,6 +171,3 @@ def summary_line(r: AccountResult) -> str:
         parts.append(f"{r.skipped} skipped")
     return f"{r.name}: " + ", ".join(parts) + f" in {r.seconds:.1f} s"
 
-
-def stderr_is_terminal() -> bool:
-    return sys.stderr.isatty()

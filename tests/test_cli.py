@@ -113,3 +113,18 @@ def test_help_imports_no_protocol_library():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=cli_env()).stdout
     assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_control_characters_from_servers_never_reach_the_terminal():
+    from mailsync.ui import printable
+    assert printable("evil\x1b]0;pwned\x07name\x9b") == "evil\\x1b]0;pwned\\x07name\\x9b"
+
+
+def test_a_cron_run_does_not_import_rich(make_account):
+    code = ("import sys, runpy\nsys.argv=['mailsync','-c',sys.argv[1],'-q','fetch']\n"
+            "try:\n    runpy.run_module('mailsync', run_name='__main__')\n"
+            "except SystemExit: pass\nprint('rich' in sys.modules, file=sys.stderr)")
+    acct = make_account()
+    done = subprocess.run([sys.executable, "-c", code, str(acct.config)],
+                          capture_output=True, text=True, env=cli_env())
+    assert done.stderr.strip().splitlines()[-1] == "False"
