@@ -34,7 +34,9 @@ from typing import Any, Callable, Iterable, Iterator, Protocol
 from imapclient import IMAPClient
 from imapclient import exceptions as imapclient_errors
 from imapclient.datetime_util import parse_to_datetime
+from imapclient.imap4 import IMAP4WithTimeout
 from imapclient.response_parser import parse_response
+from imapclient.tls import IMAP4_TLS
 
 from mailsync.config import Account
 from mailsync.errors import (EX_PARTIAL, AuthError, CertificateError, ConfigError,
@@ -47,6 +49,9 @@ Trace = Callable[[str, str], None]
 
 MAX_SET_CHARS = 8000             # longest UID set sent in one command
 MAX_FOLDERS = 100_000            # a LIST longer than this is refused as garbage
+MAX_NUMBER = (1 << 32) - 1       # UIDs, UIDVALIDITY, UIDNEXT, counts: 32 bits (RFC 3501)
+MAX_NUMBER64 = (1 << 63) - 1     # RFC822.SIZE (RFC 9051 number64), mod-sequences (RFC 7162)
+MAX_PARSED_LITERAL = 64 << 20    # largest literal imaplib may hold (names, flags, headers)
 BODY_BATCH_COUNT = 200           # messages per body FETCH
 BODY_BATCH_BYTES = 16 << 20      # bytes per body FETCH (a bigger message goes alone)
 TEMPORARY_CODES = ("[UNAVAILABLE]", "[INUSE]", "[LIMIT]")
@@ -205,10 +210,10 @@ def _to_datetime(value: Any) -> datetime | None:
         return None
     try:
         dt = parse_to_datetime(value, normalise=False)
-    except ValueError:
+        offset = dt.utcoffset()
+        return dt.replace(tzinfo=timezone(offset) if offset is not None else timezone.utc)
+    except (ValueError, OverflowError):     # e.g. day 2147483648, offset -65535
         return None
-    offset = dt.utcoffset()
-    return dt.replace(tzinfo=timezone(offset) if offset is not None else timezone.utc)
 
 
 def _quote(name: str) -> str:
@@ -260,13 +265,43 @@ def _install_trace(client: IMAPClient, trace: Trace | None) -> None:
 
 # Connecting ---------------------------------------------------------------------------
 
+class _BoundedReads:
+    """imaplib reads a literal with one read(size), which allocates size bytes before a
+    byte arrives: refuse an absurd size first. (Streamed bodies read in chunks.)"""
+
+    def read(self, size: int) -> bytes:
+        if size > MAX_PARSED_LITERAL:
+            raise imaplib.IMAP4.abort(f"unexpected literal of {size} bytes")
+        return super().read(size)
+
+
+class _PlainIMAP4(_BoundedReads, IMAP4WithTimeout):
+    pass
+
+
+class _TlsIMAP4(_BoundedReads, IMAP4_TLS):
+    pass
+
+
+class BoundedIMAPClient(IMAPClient):
+    """IMAPClient on a connection that refuses absurd literals, the greeting's too."""
+
+    def _create_IMAP4(self) -> imaplib.IMAP4:
+        timeout = getattr(self._timeout, "connect", None)
+        if self.ssl:
+            return _TlsIMAP4(self.host, self.port, self.ssl_context, timeout)
+        return _PlainIMAP4(self.host, self.port, timeout)
+
+
 def connect(account: Account, secret: str, trace: Trace | None = None,
-            client_factory: Callable[..., IMAPClient] = IMAPClient) -> "ImapSession":
+            client_factory: Callable[..., IMAPClient] = BoundedIMAPClient) -> "ImapSession":
     """Connect, secure, log in; every failure mapped to the contract's exit codes."""
     label = f"account {account.name}"
     if account.tls == "none" and not account.allow_plaintext:
         raise ConfigError(f"{label}: tls = \"none\" needs allow_plaintext = true",
                           "use tls = \"starttls\" or \"implicit\"")
+    if trace is not None and secret:
+        trace = _hiding(trace, secret)   # a server may echo the secret back
     client = None
     try:
         client = _open(account, trace, client_factory)
@@ -280,12 +315,20 @@ def connect(account: Account, secret: str, trace: Trace | None = None,
     except (TimeoutError, socket.timeout):
         raise TemporaryError(f"{label}: {account.host}:{account.port} did not answer in time",
                              "check the host and port, or retry later") from None
+    except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionResetError,
+            ConnectionAbortedError, BrokenPipeError):
+        raise TemporaryError(f"{label}: {account.host}:{account.port} dropped the connection "
+                             "while it was being set up", "retry later") from None
     except ssl.SSLError as exc:
         raise UnreachableError(f"{label}: TLS handshake with {account.host}:{account.port} "
                                f"failed: {exc.reason or exc}",
                                "check port and tls (implicit or starttls)") from None
     except imaplib.IMAP4.error as exc:
         text = str(exc)[:200]
+        if isinstance(exc, imaplib.IMAP4.abort) and "socket error" in text:
+            raise TemporaryError(f"{label}: {account.host}:{account.port} dropped the "
+                                 f"connection before its greeting: {text}",
+                                 "retry later") from None
         if "BYE" in text:
             raise TemporaryError(f"{label}: {account.host} turned the connection away: {text}",
                                  "retry later") from None
@@ -301,6 +344,13 @@ def connect(account: Account, secret: str, trace: Trace | None = None,
     except BaseException:
         _close_quietly(client)
         raise
+
+
+def _hiding(trace: Trace, secret: str) -> Trace:
+    """trace with every occurrence of secret, in either direction, redacted."""
+    def hidden(direction: str, text: str) -> None:
+        trace(direction, text.replace(secret, "<redacted>"))
+    return hidden
 
 
 def _open(account: Account, trace: Trace | None, factory: Callable[..., IMAPClient]
@@ -320,7 +370,15 @@ def _open(account: Account, trace: Trace | None, factory: Callable[..., IMAPClie
                 raise UnreachableError(f"account {account.name}: {account.host} does not "
                                        "offer STARTTLS", "mailsync never falls back to plain "
                                        "text; use tls = \"implicit\" or ask the provider")
-            client.starttls(ctx)
+            try:
+                client.starttls(ctx)
+            except imaplib.IMAP4.error as exc:
+                if isinstance(exc, imaplib.IMAP4.abort):
+                    raise
+                raise UnreachableError(f"account {account.name}: {account.host} refused "
+                                       f"STARTTLS: {_clean(str(exc))}", "mailsync never "
+                                       "falls back to plain text; use tls = \"implicit\" or "
+                                       "ask the provider") from None
         except BaseException:
             _close_quietly(client)
             raise
@@ -347,7 +405,11 @@ def _login(client: IMAPClient, account: Account, secret: str) -> None:
         if any(code in text for code in TEMPORARY_CODES):
             raise TemporaryError(f"{label}: the server cannot log in now: {text}",
                                  "retry later") from None
-        if isinstance(exc.__context__, imaplib.IMAP4.abort) or isinstance(exc, imaplib.IMAP4.abort):
+        abort = exc if isinstance(exc, imaplib.IMAP4.abort) else exc.__context__
+        if isinstance(abort, imaplib.IMAP4.abort) and "unexpected" in str(abort):
+            raise ProtocolError(f"{label}: the server broke the protocol during login: "
+                                f"{text}", "report it to the server's admin") from None
+        if isinstance(abort, imaplib.IMAP4.abort):
             raise TemporaryError(f"{label}: the server closed the connection during login: "
                                  f"{text}", "retry later") from None
         raise AuthError(f"{label}: login as {account.user} failed: {text}",
@@ -447,6 +509,13 @@ class ImapSession:
             self._break()
             raise ProtocolError(f"{self.label}: {what}: malformed answer from the server: "
                                 f"{str(exc)[:200]}", "report it to the server's admin") from None
+        except (TypeError, AttributeError, IndexError, KeyError, OverflowError) as exc:
+            if not _raised_by_parser(exc):
+                raise                     # a bug of ours: not the server's fault
+            self._break()
+            raise ProtocolError(f"{self.label}: {what}: malformed answer from the server "
+                                f"({type(exc).__name__}: {str(exc)[:200]})",
+                                "report it to the server's admin") from None
         except imaplib.IMAP4.error as exc:
             raise self._refusal(what, str(exc)) from None
         except ssl.SSLError as exc:
@@ -538,7 +607,8 @@ class ImapSession:
             uidnext = max(found, default=0) + 1
         modseq = values.get(b"HIGHESTMODSEQ") if self.condstore else None
         status = FolderStatus(uidvalidity, uidnext, exists,
-                              None if modseq is None else self._number(modseq, "HIGHESTMODSEQ"))
+                              None if modseq is None else self._number(modseq, "HIGHESTMODSEQ",
+                                                                 maximum=MAX_NUMBER64))
         self._uidvalidity[raw] = uidvalidity
         return status
 
@@ -554,7 +624,8 @@ class ImapSession:
             uidvalidity=self._number(values.get(b"UIDVALIDITY"), "UIDVALIDITY", minimum=1),
             uidnext=self._number(values.get(b"UIDNEXT"), "UIDNEXT", minimum=1),
             exists=self._number(values.get(b"MESSAGES"), "MESSAGES"),
-            highestmodseq=None if modseq is None else self._number(modseq, "HIGHESTMODSEQ"))
+            highestmodseq=None if modseq is None else self._number(modseq, "HIGHESTMODSEQ",
+                                                                   maximum=MAX_NUMBER64))
         self._uidvalidity[raw] = status.uidvalidity
         return status
 
@@ -608,11 +679,12 @@ class ImapSession:
         flags, size = data.get(b"FLAGS"), data.get(b"RFC822.SIZE")
         if not isinstance(flags, tuple) or not all(isinstance(f, (bytes, int)) for f in flags):
             self._garbage(f"FLAGS of UID {uid}", flags)
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        if not self._number_ok(size, 0, MAX_NUMBER64):
             self._garbage(f"RFC822.SIZE of UID {uid}", size)
         letters, keywords = flags_to_letters(flags)
         modseq = data.get(b"MODSEQ")
-        if isinstance(modseq, tuple) and len(modseq) == 1 and isinstance(modseq[0], int):
+        if (isinstance(modseq, tuple) and len(modseq) == 1
+                and self._number_ok(modseq[0], 0, MAX_NUMBER64)):
             modseq = modseq[0]
         elif modseq is not None:
             self._garbage(f"MODSEQ of UID {uid}", modseq)
@@ -632,11 +704,13 @@ class ImapSession:
                             f"{value!r:.100}", "the server is misbehaving; report it")
 
     @staticmethod
-    def _number_ok(value: Any, minimum: int) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+    def _number_ok(value: Any, minimum: int, maximum: int = MAX_NUMBER) -> bool:
+        return (isinstance(value, int) and not isinstance(value, bool)
+                and minimum <= value <= maximum)
 
-    def _number(self, value: Any, what: str, minimum: int = 0) -> int:
-        if not self._number_ok(value, minimum):
+    def _number(self, value: Any, what: str, minimum: int = 0,
+                maximum: int = MAX_NUMBER) -> int:
+        if not self._number_ok(value, minimum, maximum):
             self._garbage(what, value)
         return value
 
@@ -695,7 +769,8 @@ class ImapSession:
                 with self._guard("FETCH"):
                     answers = self._uid_fetch(uidset, "(UID RFC822.SIZE)")
                 for uid, data in answers.items():
-                    known[uid] = self._number(data.get(b"RFC822.SIZE"), "RFC822.SIZE")
+                    known[uid] = self._number(data.get(b"RFC822.SIZE"), "RFC822.SIZE",
+                                              maximum=MAX_NUMBER64)
             wanted = [u for u in wanted if u in known]
         section = b"BODY[HEADER]" if headers_only else b"BODY[]"
         items = "(UID BODY.PEEK[HEADER])" if headers_only else "(UID BODY.PEEK[])"
@@ -765,7 +840,7 @@ class ImapSession:
         if m is None:
             return None
         validity, uid = int(m.group(1)), int(m.group(2))
-        if self._uidvalidity.get(raw, validity) != validity or uid <= 0:
+        if self._uidvalidity.get(raw, validity) != validity or not 0 < uid <= MAX_NUMBER:
             return None
         return uid
 
@@ -870,6 +945,16 @@ def _text(data: list) -> str:
     if isinstance(item, bytes):
         return item.decode("utf-8", "replace")
     return "" if item is None else str(item)
+
+
+def _raised_by_parser(exc: BaseException) -> bool:
+    """Whether exc comes from inside imapclient's or imaplib's parsing of an answer
+    (such as int() of a tuple when a literal sits where a number belongs)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    module = tb.tb_frame.f_globals.get("__name__", "") if tb is not None else ""
+    return module == "imaplib" or module.startswith("imapclient")
 
 
 def _clean(text: str) -> str:

@@ -14,6 +14,7 @@ from typing import Callable, Protocol
 
 CHUNK = 1 << 16
 MAX_LITERAL = 1 << 31        # a body literal larger than this is a broken server
+MAX_SPOOL = 64 << 20         # largest body held in memory while its UID is still to come
 _LITERAL = re.compile(rb"\{(\d+)\}\r\n$")
 _FETCH = re.compile(rb"^\* (\d+) FETCH \(", re.I)
 _UID = re.compile(rb"\bUID (\d+)", re.I)
@@ -58,6 +59,7 @@ class FetchReader:
         self.readline, self.read = readline, read
         self.tag = tag
         self.max_literal = max_literal
+        self.delivered: set[int] = set()
 
     def run(self, wanted: set[int], sink_for: Callable[[int], Sink],
             done: Callable[[int, int], None]) -> tuple[bytes, bytes]:
@@ -71,8 +73,8 @@ class FetchReader:
                 raise StreamError("unexpected continuation request during FETCH")
             if not line.startswith(b"* "):
                 raise StreamError(f"unexpected line {line[:60]!r}")
-            if line[2:5].upper() == b"BYE":
-                raise StreamError(f"server said BYE: {line[6:80]!r}")
+            if line[2:5].upper() == b"BYE":   # the server is hanging up: retry later
+                raise StreamClosed(f"server said BYE: {line[6:80]!r}")
             if _FETCH.match(line):
                 self._fetch_response(line, wanted, sink_for, done)
             else:
@@ -102,9 +104,13 @@ class FetchReader:
                 raise StreamError(f"literal of {size} bytes is larger than any message")
             is_body = _BODY_ITEM.search(line[:literal.start()]) is not None
             if is_body and uid is not None and uid in wanted:
+                self._once(uid)
                 delivered_uid, delivered_size = uid, self._copy(size, sink_for(uid))
             elif is_body and uid is None:
                 # UID comes after the body in this answer: hold the body until it does.
+                if size > MAX_SPOOL:
+                    raise StreamError(f"a body of {size} bytes before its UID: too large "
+                                      "to hold until the UID says whose it is")
                 spooled = _Spool()
                 self._copy(size, spooled)
                 line = self._line()
@@ -112,6 +118,7 @@ class FetchReader:
                 m = _UID.search(line)
                 if m and int(m.group(1)) in wanted:
                     uid = int(m.group(1))
+                    self._once(uid)
                     sink = sink_for(uid)
                     sink.write(spooled.data)
                     delivered_uid, delivered_size = uid, len(spooled.data)
@@ -122,6 +129,12 @@ class FetchReader:
             text += line
         if delivered_uid is not None:
             done(delivered_uid, delivered_size)
+
+    def _once(self, uid: int) -> None:
+        """A second body for one UID: which is the message? Neither is stored."""
+        if uid in self.delivered:
+            raise StreamError(f"the server sent the body of UID {uid} twice")
+        self.delivered.add(uid)
 
     def _copy(self, size: int, sink: Sink) -> int:
         endings, remaining, written = LineEndings(), size, 0

@@ -25,6 +25,7 @@ MAX_LINE = 8192
 LONG_LINE = 1 << 20          # a line this long without CRLF is streamed in pieces
 PIPELINE_WINDOW = 64         # RETR/DELE commands in flight at once
 TEMPORARY_CODES = (b"[IN-USE]", b"[LOGIN-DELAY]", b"[SYS/TEMP]")
+POPLIB_EOF = "-ERR EOF"      # poplib's error_proto text (a str) when the server hung up
 
 Trace = Callable[[str, str], None]
 
@@ -192,7 +193,7 @@ class Pop3Session:
         count, _ = self.stat()
         self.wire.send(["LIST"])
         self.wire.status("LIST")
-        sizes = self._pairs(self.wire.lines("LIST"), count, "LIST", int)
+        sizes = self._pairs(self.wire.lines("LIST"), count, "LIST", self._size)
         self.wire.send(["UIDL"])
         try:
             self.wire.status("UIDL")
@@ -205,6 +206,13 @@ class Pop3Session:
             raise ProtocolError(f"{self.label}: the server listed one UIDL twice",
                                 "the server is misbehaving; report it to its admin")
         return [ServerMessage(n, uids.get(n), sizes[n]) for n in sorted(sizes)]
+
+    @staticmethod
+    def _size(text: bytes) -> int:
+        size = int(text)
+        if size < 0:
+            raise ValueError(size)
+        return size
 
     @staticmethod
     def _uid(text: bytes) -> str:
@@ -295,6 +303,9 @@ def connect(account: Account, secret: str, trace: Trace | None = None) -> Pop3Se
                                f"{getattr(exc, 'strerror', None) or exc}",
                                "check host, port and network") from None
     except poplib.error_proto as exc:
+        if exc.args and exc.args[0] == POPLIB_EOF:
+            raise TemporaryError(f"{label}: {account.host}:{account.port} closed the "
+                                 "connection before its greeting", "retry later") from None
         raise ProtocolError(f"{label}: bad greeting from {account.host}: {exc}",
                             "is this a POP3 server?") from None
     try:
@@ -338,10 +349,18 @@ def _login(client: poplib.POP3, account: Account, secret: str, trace: Trace | No
                 trace("C", f"AUTH {mechanism} <redacted>")
             client._shortcmd(f"AUTH {mechanism} {response}")
     except poplib.error_proto as exc:
+        if exc.args and isinstance(exc.args[0], str):    # poplib's own words, not a reply
+            if exc.args[0] == POPLIB_EOF:
+                raise TemporaryError(f"{label}: the server closed the connection during "
+                                     "login", "retry later") from None
+            raise ProtocolError(f"{label}: broken reply during login: {exc.args[0]}",
+                                "the server is misbehaving; report it to its admin") from None
         text = str(exc.args[0] if exc.args else exc)
         raw = exc.args[0] if exc.args and isinstance(exc.args[0], bytes) else text.encode()
         if any(code in raw for code in TEMPORARY_CODES):
-            raise TemporaryError(f"{label}: the mailbox is busy: {raw.decode('utf-8', 'replace')}",
+            said = raw.decode("utf-8", "replace").replace(secret, "<redacted>") if secret \
+                else raw.decode("utf-8", "replace")   # a server may echo the secret back
+            raise TemporaryError(f"{label}: the mailbox is busy: {said}",
                                  "another client holds it; retry later") from None
         raise AuthError(f"{label}: login as {account.user} failed",
                         "check user and password") from None
