@@ -190,13 +190,18 @@ def _download_batch(session: pop3.Pop3Session, batch: list[ServerMessage], maild
         reporter.transferred(msg.size)
 
     stop: Interrupted | None = None
+    failed = True
     try:
         session.retrieve([m.number for m in batch], open_sink, done)
+        failed = False
     except Interrupted as exc:
         stop = exc   # record what is complete first, then stop
+        failed = False
     finally:
+        # On a failure nothing of this batch gets recorded: its complete files too would
+        # stay in tmp/ as debris (taking the space a full disk needs back).
         for number, f in b.files.items():
-            if number not in b.uids:
+            if failed or number not in b.uids:
                 f.abort()
     duplicates = _drop_known_content(b, maildir, known_hashes)
     fresh = [n for n in b.uids if n not in duplicates]
