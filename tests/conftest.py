@@ -146,7 +146,8 @@ def make_account(dovecot, tmp_path):
         settings.update(keys)
         settings = {k: v for k, v in settings.items() if v is not None}
         config = write_config(base / "config.toml", "test", settings)
-        return AccountSetup(dovecot, user, config, maildir, state_dir)
+        return AccountSetup(dovecot, user, config, Path(settings.get("maildir", maildir)),
+                            Path(settings.get("state_dir", state_dir)))
 
     return make
 
