@@ -15,7 +15,7 @@ from typing import Callable
 
 from mailsync import crashpoints, pop3
 from mailsync.config import Account, resolve_secret
-from mailsync.errors import Interrupted
+from mailsync.errors import Interrupted, MailsyncError, ProtocolError, TemporaryError
 from mailsync.fetchplan import FetchPlan, FetchPolicy, ServerMessage, plan_fetch
 from mailsync.maildir import Maildir, TmpFile, unique_name
 from mailsync.model import AccountResult
@@ -189,17 +189,19 @@ def _download_batch(session: pop3.Pop3Session, batch: list[ServerMessage], maild
         result.bytes_downloaded += size
         reporter.transferred(msg.size)
 
-    stop: Interrupted | None = None
+    stop: MailsyncError | None = None
     failed = True
     try:
         session.retrieve([m.number for m in batch], open_sink, done)
         failed = False
-    except Interrupted as exc:
-        stop = exc   # record what is complete first, then stop
+    except (Interrupted, TemporaryError, ProtocolError) as exc:
+        # A signal, or the link failed: the messages already complete are good; record
+        # them first (a link that drops every few MB still makes progress), then stop.
+        stop = exc
         failed = False
     finally:
-        # On a failure nothing of this batch gets recorded: its complete files too would
-        # stay in tmp/ as debris (taking the space a full disk needs back).
+        # On a local failure (a full disk) nothing of this batch gets recorded: its
+        # complete files too would stay in tmp/ as debris, taking the space back.
         for number, f in b.files.items():
             if failed or number not in b.uids:
                 f.abort()

@@ -154,3 +154,18 @@ def test_xoauth2_sends_the_token_and_never_shows_it(make_account, tmp_path):
     assert log and log[-1].startswith("AUTH XOAUTH2 ")
     import base64
     assert b"auth=Bearer tok-SECRET-123" in base64.b64decode(log[-1].split()[-1])
+
+
+def test_messages_complete_before_a_cut_are_kept_so_a_flaky_link_makes_progress(
+        make_account, dovecot):
+    corpus = make_corpus(40)
+    acct = make_account()
+    acct.server.seed(acct.user, corpus)
+    with CutProxy(dovecot.host, dovecot.pop3s_port, cut_after_bytes=120_000) as proxy:
+        proxied = make_account(user=acct.user, port=proxy.port, maildir=str(acct.maildir),
+                               state_dir=str(acct.state_dir))
+        assert proxied.run("fetch").code == 75
+    stored = acct.local_messages()
+    assert stored and not Counter(stored) - Counter(corpus)
+    assert not list((acct.maildir / "tmp").iterdir())
+    assert acct.run("--json", "fetch").json["accounts"][0]["downloaded"] == 40 - len(stored)
