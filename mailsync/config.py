@@ -52,7 +52,6 @@ class Account:
     exclude: tuple[str, ...] = ()
     layout: str = "maildir++"
     max_delete: float = 0.5
-    connections: int = 1
 
 
 @dataclass(frozen=True)
@@ -136,7 +135,6 @@ KEYS: dict[str, tuple[Any, str]] = {
     "exclude": (_is_str_list, 'a list of strings, e.g. ["Junk"]'),
     "layout": (_is_str, 'a string: "maildir++" or "fs"'),
     "max_delete": (_is_number, "a number between 0 and 1"),
-    "connections": (_is_int, "a whole number of connections (1 to 16)"),
 }
 
 _SIZE_RE = re.compile(r"(\d+)\s*([kKmMgG]?)[bB]?")
@@ -283,7 +281,7 @@ def _build_account(name: str, raw: dict, section: str, src: _Source) -> Account:
         mode=_choice(raw, "mode", MODES, "sync", section, src),
         folders=tuple(raw.get("folders", ["*"])), exclude=tuple(raw.get("exclude", [])),
         layout=_choice(raw, "layout", LAYOUTS, "maildir++", section, src),
-        max_delete=float(raw.get("max_delete", 0.5)), connections=raw.get("connections", 1),
+        max_delete=float(raw.get("max_delete", 0.5)),
     )
 
 
@@ -314,7 +312,6 @@ def _check_ranges(raw: dict, section: str, src: _Source) -> None:
         "limit": (lambda v: v >= 0, "0 or more"),
         "timeout": (lambda v: v > 0, "more than 0 seconds"),
         "max_delete": (lambda v: 0 <= v <= 1, "between 0 and 1"),
-        "connections": (lambda v: 1 <= v <= 16, "between 1 and 16"),
     }
     for key, (ok, expected) in rules.items():
         if key in raw and not ok(raw[key]):
