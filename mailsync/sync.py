@@ -4,6 +4,9 @@ The decision is syncplan.plan_folder's; this module gathers its inputs and carri
 its actions out in phases (transfers, flags, deletions), journalling every transfer
 before its IO (state intents with the Maildir key chosen in advance, or the Message-ID
 of an upload) so that a crash at any moment is settled by the next run, never repeated.
+Flag changes are journalled too (the flags wanted on the side changed): one whose IO ran
+but whose record was lost is recorded by the next run if that side shows it, so it is not
+taken for the user's own change there (which would undo a later change on the other side).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Iterable
 
 from mailsync import crashpoints, folders, imap
 from mailsync.config import Account, resolve_secret
-from mailsync.errors import ProtocolError, RefusedError
+from mailsync.errors import Interrupted, ProtocolError, RefusedError
 from mailsync.folders import FolderPairing
 from mailsync.maildir import Entry, Maildir, TmpFile, unique_name
 from mailsync.model import AccountResult, FolderResult
@@ -238,11 +241,35 @@ class FolderSync:
 
     # Settling what a crash left ---------------------------------------------------------
     def _settle_intents(self) -> None:
-        for intent in self.state.intents(self.name):
+        intents = self.state.intents(self.name)
+        for intent in intents:
             if intent.kind == "download":
                 self._settle_download(intent)
             elif intent.kind == "upload":
                 self._settle_upload(intent)
+        self._settle_flags([i for i in intents if i.kind in ("flags-remote", "flags-local")])
+
+    def _settle_flags(self, intents: list[Intent]) -> None:
+        """A flag change journalled but not recorded: record its pair if the side it
+        changed shows the wanted flags (its IO ran), else drop it (the plan redoes it)."""
+        if not intents:
+            return
+        uids = [i.uid for i in intents if i.kind == "flags-remote" and i.uid is not None]
+        metas = self.session.fetch_meta(uids) if uids else {}
+        done = []
+        for intent in intents:
+            add, _, remove = (intent.token or "+-").partition("-")
+            if intent.kind == "flags-remote":
+                meta = metas.get(intent.uid)
+                ran = (meta is not None and set(add[1:]) <= meta.flags
+                       and not set(remove) & meta.flags)
+            else:
+                entry = self.entries.get(intent.key) if intent.key else None
+                ran = entry is not None and (frozenset(c for c in entry.flags if c in MANAGED)
+                                             == frozenset(add[1:]))
+            if ran:
+                done.append(Pair(intent.uid, intent.key, intent.flags, intent.placeholder))
+        self.state.complete(self.name, intents, done)
 
     def _settle_download(self, intent: Intent) -> None:
         if intent.key in self.entries:
@@ -302,6 +329,7 @@ class FolderSync:
         crashpoints.step("download-journalled")
         by_uid = {i.uid: i for i in intents}
         files: dict[int, TmpFile] = {}
+        complete: set[int] = set()
 
         def sink_for(uid: int) -> TmpFile:
             files[uid] = self.maildir.open_tmp(by_uid[uid].key)
@@ -311,17 +339,25 @@ class FolderSync:
             if by_uid[uid].placeholder:
                 files[uid].write(placeholder_note(remote[uid].size))
             files[uid].close()
+            complete.add(uid)
             self.result.bytes_downloaded += nbytes
             self.reporter.transferred(remote[uid].size)
             crashpoints.step("downloaded")
 
         sizes = {u: remote[u].size for u in by_uid}
+        stop: Interrupted | None = None
         try:
             full = [i.uid for i in intents if not i.placeholder]
             heads = [i.uid for i in intents if i.placeholder]
             delivered = self.session.fetch_bodies(full, sink_for, done, sizes=sizes)
             delivered |= self.session.fetch_bodies(heads, _PlaceholderSinks(sink_for), done,
                                                    headers_only=True, sizes=sizes)
+        except Interrupted as exc:
+            # A signal: record the messages already complete, then stop.
+            stop, delivered = exc, set(complete)
+            for uid, f in files.items():
+                if uid not in complete:
+                    f.abort()
         except BaseException:
             for uid, f in files.items():
                 f.abort()
@@ -337,6 +373,8 @@ class FolderSync:
         crashpoints.step("download-published")
         self.state.complete(self.name, intents, pairs)
         self.result.downloaded += len(pairs)
+        if stop is not None:
+            raise stop
 
     def _upgrade(self, actions: list[UpgradePlaceholder], remote: dict[int, RemoteMsg]) -> None:
         for action in actions:
@@ -388,14 +426,20 @@ class FolderSync:
     def _set_remote_flags(self, actions: list[SetRemoteFlags]) -> None:
         if not actions:
             return
+        intents = self.state.add_intents(_flag_intent(self.name, "flags-remote", a.pair,
+                                                      a.add, a.remove) for a in actions)
         for (add, remove), uids in _grouped(actions).items():
             self.session.add_flags(uids, add)
             self.session.remove_flags(uids, remove)
         crashpoints.step("remote-flags")
-        self.state.put_pairs(self.name, [a.pair_after() for a in actions])
+        self.state.complete(self.name, intents, [a.pair_after() for a in actions])
         self.result.flags_changed += len(actions)
 
     def _set_local_flags(self, actions: list[SetLocalFlags]) -> None:
+        if not actions:
+            return
+        intents = self.state.add_intents(_flag_intent(self.name, "flags-local", a.pair,
+                                                      a.flags) for a in actions)
         done = []
         for action in actions:
             entry = self._entry(action.key)
@@ -406,8 +450,8 @@ class FolderSync:
         if done:
             self.maildir.sync_dirs()
             crashpoints.step("local-flags")
-            self.state.put_pairs(self.name, [a.pair_after() for a in done])
-            self.result.flags_changed += len(done)
+        self.state.complete(self.name, intents, [a.pair_after() for a in done])
+        self.result.flags_changed += len(done)
 
     def _record(self, actions: list[Action]) -> None:
         if actions:
@@ -486,6 +530,15 @@ def placeholder_note(size: int) -> bytes:
             + (f"[mailsync] This message is {size:,} bytes and was downloaded headers-first.\n"
                "Flag it (F) in your mail client, or run `mailsync sync --full`, and the next\n"
                "sync replaces this note with the whole message.\n").encode())
+
+
+def _flag_intent(folder: str, kind: str, pair: Pair, add: Iterable[str],
+                 remove: Iterable[str] = ()) -> Intent:
+    """A flag change to journal: the pair to record once it ran, and as token
+    "+ADD-REMOVE" (letters wanted present / absent on the side it changes; for the
+    local side ADD is the whole set of letters the file gets)."""
+    token = "+" + "".join(sorted(add)) + "-" + "".join(sorted(remove))
+    return Intent(folder, kind, pair.uid, pair.key, pair.flags, pair.placeholder, token)
 
 
 def _token(data: bytes) -> str:

@@ -67,9 +67,11 @@ be settled); Upload needs the uid the server gave (APPENDUID or a search by Mess
 Every other action ignores the arguments. Each flag action carries the exact pair to record:
 when both sides of one message change, the first action records the old last-synced flags
 and the last one the merged flags, so any prefix of a plan (with its records) re-plans to the
-same result. Flag actions are idempotent, so one whose IO ran but whose record was lost is
-harmless too. Download and Upload create messages, so their intent must be journalled with
-the chosen key / an upload token before the IO (engine's job, see DESIGN.md).
+same result. Flag actions are idempotent, but one whose IO ran and whose record was lost
+would make a later change by the user on the changed side look like the other side's
+change, so the engine journals them too. Download and Upload create messages, so their
+intent must be journalled with the chosen key / an upload token before the IO (engine's
+job, see DESIGN.md).
 """
 
 from dataclasses import dataclass, field
