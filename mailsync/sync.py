@@ -19,7 +19,8 @@ from typing import Iterable
 
 from mailsync import crashpoints, folders, imap
 from mailsync.config import Account, resolve_secret
-from mailsync.errors import Interrupted, ProtocolError, RefusedError
+from mailsync.errors import (Interrupted, MailsyncError, ProtocolError, RefusedError,
+                             TemporaryError)
 from mailsync.folders import FolderPairing
 from mailsync.maildir import Entry, Maildir, TmpFile, unique_name
 from mailsync.model import AccountResult, FolderResult
@@ -345,15 +346,16 @@ class FolderSync:
             crashpoints.step("downloaded")
 
         sizes = {u: remote[u].size for u in by_uid}
-        stop: Interrupted | None = None
+        stop: MailsyncError | None = None
         try:
             full = [i.uid for i in intents if not i.placeholder]
             heads = [i.uid for i in intents if i.placeholder]
             delivered = self.session.fetch_bodies(full, sink_for, done, sizes=sizes)
             delivered |= self.session.fetch_bodies(heads, _PlaceholderSinks(sink_for), done,
                                                    headers_only=True, sizes=sizes)
-        except Interrupted as exc:
-            # A signal: record the messages already complete, then stop.
+        except (Interrupted, TemporaryError, ProtocolError) as exc:
+            # A signal, or the link failed: record the messages already complete (a link
+            # that drops every few MB still makes progress), then stop.
             stop, delivered = exc, set(complete)
             for uid, f in files.items():
                 if uid not in complete:

@@ -262,3 +262,16 @@ def test_pop3_stalled_link_times_out_with_75(make_account, dovecot, after):
     assert set(corpus) <= set(stored) | set(acct.server_messages())
     assert acct.run("fetch").code == 0
     assert sorted(acct.local_messages()) == sorted(corpus) and acct.server_messages() == []
+
+
+def test_imap_messages_complete_before_a_cut_are_kept(imap_account, make_account, dovecot):
+    s = imap_account()
+    corpus = make_corpus(40)
+    s.acct.server.seed(s.acct.user, corpus)
+    with CutProxy(dovecot.host, dovecot.imaps_port, cut_after_bytes=150_000) as proxy:
+        assert via(make_account, s, proxy).run("sync").code == 75
+    kept = s.local.bodies()
+    assert kept and set(kept) <= set(corpus) and len(kept) == len(set(kept))
+    rerun = s.sync().json["accounts"][0]
+    assert rerun["downloaded"] == len(corpus) - len(kept)
+    assert s.local.bodies() == sorted(corpus)
