@@ -194,7 +194,7 @@ def _download_batch(session: pop3.Pop3Session, batch: list[ServerMessage], maild
     try:
         session.retrieve([m.number for m in batch], open_sink, done)
         failed = False
-    except (Interrupted, TemporaryError, ProtocolError) as exc:
+    except (Interrupted, TemporaryError) as exc:
         # A signal, or the link failed: the messages already complete are good; record
         # them first (a link that drops every few MB still makes progress), then stop.
         stop = exc

@@ -116,6 +116,20 @@ class Maildir:
                 entries[key] = Entry(key, sub, filename, flags)
         return entries
 
+    def stamp(self, settle_seconds: float = 2.0) -> str | None:
+        """What new/ and cur/ look like now, to tell next time that nothing changed.
+
+        None when either was modified in the last settle_seconds: directory times have
+        a coarse clock, so a change made right after this look could leave them equal
+        (mbsync sleeps in this case; mailsync just looks again next time)."""
+        try:
+            stats = [os.stat(self.path / sub) for sub in ("new", "cur")]
+        except OSError:
+            return None
+        if any(st.st_mtime > time.time() - settle_seconds for st in stats):
+            return None
+        return ":".join(f"{st.st_ino}.{st.st_mtime_ns}" for st in stats)
+
     def find(self, key: str) -> Entry | None:
         """Look for one key without listing the folders when the plain name is there."""
         for sub in ("new", "cur"):

@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS imap_folders (
     relpath TEXT NOT NULL,         -- local folder under the account's maildir
     uidvalidity INTEGER NOT NULL,
     uidnext INTEGER NOT NULL,
-    highestmodseq INTEGER          -- NULL without CONDSTORE
+    highestmodseq INTEGER,         -- NULL without CONDSTORE
+    local_stamp TEXT               -- new/ and cur/ as last seen unchanged, or NULL
 );
 CREATE TABLE IF NOT EXISTS pairs (
     folder TEXT NOT NULL,
@@ -96,6 +97,7 @@ class FolderRecord:
     uidvalidity: int
     uidnext: int
     highestmodseq: int | None
+    local_stamp: str | None = None
 
 
 @dataclass(frozen=True)
@@ -254,20 +256,22 @@ class State:
 
     # IMAP -----------------------------------------------------------------------------
     def folder_record(self, name: str) -> FolderRecord | None:
-        row = self.db.execute("SELECT name, relpath, uidvalidity, uidnext, highestmodseq "
+        row = self.db.execute("SELECT name, relpath, uidvalidity, uidnext, highestmodseq, "
+                              "local_stamp "
                               "FROM imap_folders WHERE name = ?", (name,)).fetchone()
         return FolderRecord(*row) if row else None
 
     def folder_records(self) -> list[FolderRecord]:
-        rows = self.db.execute("SELECT name, relpath, uidvalidity, uidnext, highestmodseq "
+        rows = self.db.execute("SELECT name, relpath, uidvalidity, uidnext, highestmodseq, "
+                               "local_stamp "
                                "FROM imap_folders ORDER BY name")
         return [FolderRecord(*r) for r in rows]
 
     def save_folder_record(self, record: FolderRecord) -> None:
         with self.transaction():
-            self.db.execute("INSERT OR REPLACE INTO imap_folders VALUES (?, ?, ?, ?, ?)",
+            self.db.execute("INSERT OR REPLACE INTO imap_folders VALUES (?, ?, ?, ?, ?, ?)",
                             (record.name, record.relpath, record.uidvalidity, record.uidnext,
-                             record.highestmodseq))
+                             record.highestmodseq, record.local_stamp))
 
     def pairs(self, folder: str) -> list[Pair]:
         rows = self.db.execute("SELECT uid, key, flags, placeholder FROM pairs "

@@ -118,10 +118,13 @@ class FolderSync:
         if not self._prepare_folders():
             return
         status = self.session.select(self.raw, readonly=self.options.dry_run)
+        record = self.state.folder_record(self.name)
+        stamp = self.maildir.stamp()   # before the scan: a change after it shows next time
+        if self._unchanged_since(record, status, stamp):
+            return
         self.entries = self.maildir.scan()
         if not self.options.dry_run:
             self._settle_intents()
-        record = self.state.folder_record(self.name)
         last = self._last_pairs(status)
         remote = self._remote_snapshot(status, record, last)
         plan = plan_folder(remote, self._local_snapshot(last), last, self._policy())
@@ -137,8 +140,21 @@ class FolderSync:
         # server's flags: no HIGHESTMODSEQ then.
         modseq = status.highestmodseq if self.options.mode != "push" else None
         self.state.save_folder_record(FolderRecord(
-            self.name, self.pairing.relpath, status.uidvalidity, status.uidnext, modseq))
+            self.name, self.pairing.relpath, status.uidvalidity, status.uidnext, modseq,
+            stamp))
         crashpoints.step("folder-done")
+
+    def _unchanged_since(self, record: FolderRecord | None, status: imap.FolderStatus,
+                         stamp: str | None) -> bool:
+        """Nothing changed on either side since a completed run: nothing to plan.
+
+        The record holds what both sides looked like before that run's own changes,
+        so a run that changed anything is always followed by one full look."""
+        return (record is not None and stamp is not None and record.local_stamp == stamp
+                and _modseq_usable(record, status)
+                and status.highestmodseq == record.highestmodseq
+                and status.uidnext == record.uidnext and not self.options.full
+                and not self.state.intents(self.name))
 
     def _policy(self) -> Policy:
         return Policy(mode=self.options.mode, max_delete=self.account.max_delete,
@@ -353,8 +369,9 @@ class FolderSync:
             delivered = self.session.fetch_bodies(full, sink_for, done, sizes=sizes)
             delivered |= self.session.fetch_bodies(heads, _PlaceholderSinks(sink_for), done,
                                                    headers_only=True, sizes=sizes)
-        except (Interrupted, TemporaryError, ProtocolError) as exc:
-            # A signal, or the link failed: record the messages already complete (a link
+        except (Interrupted, TemporaryError) as exc:
+            # A signal, or the link failed (not a server breaking the protocol: then no
+            # message of the batch is trusted): record the messages already complete (a link
             # that drops every few MB still makes progress), then stop.
             stop, delivered = exc, set(complete)
             for uid, f in files.items():

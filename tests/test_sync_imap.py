@@ -203,3 +203,26 @@ def test_a_flag_change_is_fetched_alone_with_changedsince(imap_account):
     fetches = [c for c in client_commands(trace) if "FETCH" in c]
     assert fetches and all("CHANGEDSINCE" in c for c in fetches)
     assert s.local.flags_by_body()[body] == "F"
+
+
+def test_settled_unchanged_folders_are_not_even_scanned(imap_account, mocker):
+    import time as _time
+    from mailsync.config import load_config
+    from mailsync.engine import RunOptions, run_account
+    from mailsync.maildir import Maildir
+    from mailsync.ports import SilentReporter
+
+    s = seeded(imap_account)
+    account = load_config(s.acct.config).accounts["test"]
+    opts = RunOptions(command="sync")
+    assert run_account(account, opts, SilentReporter()).ok
+    _time.sleep(2.2)   # let the folders' times settle (see Maildir.stamp)
+    assert run_account(account, opts, SilentReporter()).ok
+    scan = mocker.spy(Maildir, "scan")
+    assert run_account(account, opts, SilentReporter()).ok
+    assert scan.call_count == 0
+    # A local change after that is still seen.
+    body = make_corpus(8)[2]
+    s.local.set_flags("INBOX", body, "F")
+    assert run_account(account, opts, SilentReporter()).flags_changed == 1
+    assert s.remote.flags_by_body()[body] == "F"
