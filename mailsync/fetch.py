@@ -15,7 +15,7 @@ from typing import Callable
 
 from mailsync import crashpoints, pop3
 from mailsync.config import Account, resolve_secret
-from mailsync.errors import Interrupted, MailsyncError, ProtocolError, TemporaryError
+from mailsync.errors import Interrupted, MailsyncError, TemporaryError
 from mailsync.fetchplan import FetchPlan, FetchPolicy, ServerMessage, plan_fetch
 from mailsync.maildir import Maildir, TmpFile, unique_name
 from mailsync.model import AccountResult

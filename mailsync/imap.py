@@ -39,11 +39,11 @@ from imapclient.response_parser import parse_response
 from imapclient.tls import IMAP4_TLS
 
 from mailsync.config import Account
-from mailsync.errors import (EX_PARTIAL, AuthError, CertificateError, ConfigError,
-                             MailsyncError, ProtocolError, TemporaryError, UnreachableError)
+from mailsync.errors import (EX_PARTIAL, AuthError, ConfigError, MailsyncError,
+                             ProtocolError, TemporaryError, UnreachableError)
 from mailsync.imapstream import FetchReader, StreamClosed, StreamError
 from mailsync.names import decode_mutf7, encode_mutf7
-from mailsync.pop3 import tls_context
+from mailsync.secure import connect_error, tls_context
 
 Trace = Callable[[str, str], None]
 
@@ -307,22 +307,6 @@ def connect(account: Account, secret: str, trace: Trace | None = None,
         client = _open(account, trace, client_factory)
     except MailsyncError:
         raise
-    except ssl.SSLCertVerificationError as exc:
-        raise CertificateError(f"{label}: the certificate of {account.host} is not trusted: "
-                               f"{exc.verify_message}",
-                               "set ca_file to the CA that signed it, or fix the host name"
-                               ) from None
-    except (TimeoutError, socket.timeout):
-        raise TemporaryError(f"{label}: {account.host}:{account.port} did not answer in time",
-                             "check the host and port, or retry later") from None
-    except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionResetError,
-            ConnectionAbortedError, BrokenPipeError):
-        raise TemporaryError(f"{label}: {account.host}:{account.port} dropped the connection "
-                             "while it was being set up", "retry later") from None
-    except ssl.SSLError as exc:
-        raise UnreachableError(f"{label}: TLS handshake with {account.host}:{account.port} "
-                               f"failed: {exc.reason or exc}",
-                               "check port and tls (implicit or starttls)") from None
     except imaplib.IMAP4.error as exc:
         text = str(exc)[:200]
         if isinstance(exc, imaplib.IMAP4.abort) and "socket error" in text:
@@ -334,10 +318,8 @@ def connect(account: Account, secret: str, trace: Trace | None = None,
                                  "retry later") from None
         raise ProtocolError(f"{label}: bad greeting from {account.host}: {text}",
                             "is this an IMAP server?") from None
-    except OSError as exc:
-        raise UnreachableError(f"{label}: cannot reach {account.host}:{account.port}: "
-                               f"{getattr(exc, 'strerror', None) or exc}",
-                               "check host, port and network") from None
+    except OSError as exc:   # socket and TLS failures alike
+        raise connect_error(account, exc) from None
     try:
         _login(client, account, secret)
         return ImapSession(account, client)

@@ -16,9 +16,10 @@ import ssl
 from typing import Callable, Iterable, Protocol
 
 from mailsync.config import Account
-from mailsync.errors import (AuthError, CertificateError, MailsyncError, ProtocolError,
-                             TemporaryError, UnreachableError)
+from mailsync.errors import (AuthError, MailsyncError, ProtocolError, TemporaryError,
+                             UnreachableError)
 from mailsync.fetchplan import ServerMessage
+from mailsync.secure import connect_error, tls_context
 
 CHUNK = 1 << 16
 MAX_LINE = 8192
@@ -32,19 +33,6 @@ Trace = Callable[[str, str], None]
 
 class Sink(Protocol):
     def write(self, data: bytes) -> None: ...
-
-
-def tls_context(account: Account) -> ssl.SSLContext:
-    """System trust plus the account's ca_file; certificates and names always checked."""
-    ctx = ssl.create_default_context()
-    if account.ca_file is not None:
-        try:
-            ctx.load_verify_locations(cafile=str(account.ca_file))
-        except (OSError, ssl.SSLError) as exc:
-            raise CertificateError(f"account {account.name}: cannot load ca_file "
-                                   f"{account.ca_file}: {exc}",
-                                   "point ca_file at a PEM CA bundle") from None
-    return ctx
 
 
 def transform(piece: bytes) -> bytes:
@@ -281,27 +269,8 @@ def connect(account: Account, secret: str, trace: Trace | None = None) -> Pop3Se
         client = _open(account)
         if trace:
             trace("S", client.getwelcome().decode("utf-8", "replace"))
-    except ssl.SSLCertVerificationError as exc:
-        raise CertificateError(f"{label}: the certificate of {account.host} is not trusted: "
-                               f"{exc.verify_message}",
-                               "set ca_file to the CA that signed it, or fix the host name"
-                               ) from None
-    except (TimeoutError, socket.timeout):
-        raise TemporaryError(f"{label}: {account.host}:{account.port} did not answer in time",
-                             "check the host and port, or retry later") from None
-    except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionResetError,
-            ConnectionAbortedError, BrokenPipeError):
-        raise TemporaryError(f"{label}: {account.host}:{account.port} dropped the connection "
-                             "while it was being secured", "retry later") from None
-    except ssl.SSLError as exc:
-        raise UnreachableError(f"{label}: no TLS session with {account.host}:{account.port}: "
-                               f"{exc.reason or exc}",
-                               "check port and tls (implicit or starttls) in the config"
-                               ) from None
-    except (socket.gaierror, ConnectionError, OSError) as exc:
-        raise UnreachableError(f"{label}: cannot reach {account.host}:{account.port}: "
-                               f"{getattr(exc, 'strerror', None) or exc}",
-                               "check host, port and network") from None
+    except OSError as exc:   # socket and TLS failures alike
+        raise connect_error(account, exc) from None
     except poplib.error_proto as exc:
         if exc.args and exc.args[0] == POPLIB_EOF:
             raise TemporaryError(f"{label}: {account.host}:{account.port} closed the "
