@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from mailsync import crashpoints
@@ -32,7 +32,6 @@ class RunOptions:
     folders: tuple[str, ...] = ()
     allow_mass_delete: bool = False
     full: bool = False
-    extra: dict = field(default_factory=dict)
 
 
 def run_accounts(accounts: list[Account], options: RunOptions, reporter: Reporter,

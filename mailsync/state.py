@@ -16,7 +16,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 from mailsync.errors import LocalIOError, LockedError, local_io_error
 from mailsync.maildir import make_private_dirs
@@ -370,7 +370,3 @@ class _Transaction:
         else:
             self.db.execute("ROLLBACK")
 
-
-def iter_chunks(items: list, size: int) -> Iterator[list]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]

@@ -12,7 +12,6 @@ import threading
 import time
 from collections import Counter
 
-import pytest
 
 from tests.corpus import make_corpus
 from tests.imaphelp import flags_of

@@ -14,7 +14,7 @@ import pytest
 
 from tests.corpus import make_corpus
 from tests.dovecot import _in_ci
-from tests.test_links import assert_converged, assert_settles, seed_server
+from tests.test_links import assert_settles, seed_server
 
 NO_SPACE = ("No space left", "disk is full")   # the Maildir's, or SQLite's words
 

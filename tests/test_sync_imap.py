@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import mailbox
 
-import pytest
 
 from tests.corpus import make_corpus, make_message
 

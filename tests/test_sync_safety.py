@@ -8,7 +8,6 @@ import mailbox
 import os
 from pathlib import Path
 
-import pytest
 
 from tests.corpus import make_corpus, make_message
 
