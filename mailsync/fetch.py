@@ -182,7 +182,7 @@ def _download_batch(session: pop3.Pop3Session, batch: list[ServerMessage], maild
         return _HashingSink(b.files[number], b.hashes[number], by_number[number].uid is None)
 
     def done(number: int, size: int) -> None:
-        b.files[number].close()
+        b.files[number].close(durable=False)   # made durable with the batch
         crashpoints.step("written")
         msg = by_number[number]
         b.uids[number] = msg.uid or "sha256:" + b.hashes[number].hexdigest()
@@ -205,6 +205,8 @@ def _download_batch(session: pop3.Pop3Session, batch: list[ServerMessage], maild
         for number, f in b.files.items():
             if failed or number not in b.uids:
                 f.abort()
+    if b.uids:
+        maildir.make_durable()   # before the intents are recorded and the files renamed
     duplicates = _drop_known_content(b, maildir, known_hashes)
     fresh = [n for n in b.uids if n not in duplicates]
     state.record_pending((b.uids[n], b.keys[n]) for n in fresh)

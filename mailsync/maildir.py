@@ -8,9 +8,11 @@ Files are 0600 and folders 0700.
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import os
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,23 @@ def _hostname() -> str:
 
 
 _HOST = _hostname()
+
+
+def _find_syncfs():
+    """Linux's syncfs(2) (reports writeback errors since Linux 5.8), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        syncfs = libc.syncfs
+    except (OSError, AttributeError):
+        return None
+    syncfs.argtypes = [ctypes.c_int]
+    syncfs.restype = ctypes.c_int
+    return syncfs
+
+
+_syncfs = _find_syncfs()
 
 
 def unique_name() -> str:
@@ -149,6 +168,23 @@ class Maildir:
         except OSError as exc:
             raise local_io_error(exc, str(self.path)) from None
 
+    def make_durable(self) -> None:
+        """Make every file closed with durable=False durable: one syncfs of the file
+        system instead of one fsync per message (the same promise, a fraction of the
+        cost). Must run before those files are renamed into place."""
+        if _syncfs is None:
+            return   # TmpFile.close fsynced each file already
+        try:
+            fd = os.open(self.path / "tmp", os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                if _syncfs(fd) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, os.strerror(err), str(self.path / "tmp"))
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise local_io_error(exc, str(self.path)) from None
+
     def tmp_exists(self, name: str) -> bool:
         return (self.path / "tmp" / name).exists()
 
@@ -246,11 +282,13 @@ class TmpFile:
             raise local_io_error(exc, str(self.path)) from None
         self.size += len(data)
 
-    def close(self) -> None:
-        """Flush and fsync; the data is durable when this returns."""
+    def close(self, durable: bool = True) -> None:
+        """Flush and fsync; the data is durable when this returns. durable=False leaves
+        the fsync to Maildir.make_durable, once for a whole batch."""
         try:
             self._file.flush()
-            os.fsync(self._file.fileno())
+            if durable or _syncfs is None:
+                os.fsync(self._file.fileno())
             self._file.close()
         except OSError as exc:
             self.abort()

@@ -355,7 +355,7 @@ class FolderSync:
         def done(uid: int, nbytes: int) -> None:
             if by_uid[uid].placeholder:
                 files[uid].write(placeholder_note(remote[uid].size))
-            files[uid].close()
+            files[uid].close(durable=False)   # made durable with the batch
             complete.add(uid)
             self.result.bytes_downloaded += nbytes
             self.reporter.transferred(remote[uid].size)
@@ -381,6 +381,8 @@ class FolderSync:
             for uid, f in files.items():
                 f.abort()
             raise
+        if delivered:
+            self.maildir.make_durable()   # before any of them is renamed into place
         pairs = []
         for intent in intents:
             if intent.uid in delivered:

@@ -1,0 +1,59 @@
+"""Maildir delivery: durable before it is visible, errors named."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import mailbox
+
+import pytest
+
+from mailsync import maildir as md
+from mailsync.errors import LocalIOError
+
+
+def test_a_batch_is_made_durable_before_any_file_is_renamed_into_place(tmp_path, monkeypatch):
+    box = md.Maildir(tmp_path / "Mail")
+    box.create()
+    events = []
+    monkeypatch.setattr(md, "_syncfs", lambda fd: events.append("syncfs") or 0)
+    real_rename = md.os.rename
+    monkeypatch.setattr(md.os, "rename",
+                        lambda a, b: (events.append("rename"), real_rename(a, b))[1])
+    names = []
+    for i in range(3):
+        name = md.unique_name()
+        f = box.open_tmp(name)
+        f.write(b"Subject: %d\n\nbody\n" % i)
+        f.close(durable=False)
+        names.append(name)
+    box.make_durable()
+    box.publish(names)
+    assert events == ["syncfs", "rename", "rename", "rename"]
+    assert len(mailbox.Maildir(tmp_path / "Mail", create=False)) == 3
+
+
+def test_a_failed_syncfs_is_a_local_io_error(tmp_path, monkeypatch):
+    box = md.Maildir(tmp_path / "Mail")
+    box.create()
+
+    def failing(fd):
+        ctypes.set_errno(errno.EIO)
+        return -1
+
+    monkeypatch.setattr(md, "_syncfs", failing)
+    with pytest.raises(LocalIOError, match="Input/output error"):
+        box.make_durable()
+
+
+def test_without_syncfs_each_file_is_fsynced_on_close(tmp_path, monkeypatch):
+    box = md.Maildir(tmp_path / "Mail")
+    box.create()
+    monkeypatch.setattr(md, "_syncfs", None)
+    synced = []
+    real_fsync = md.os.fsync
+    monkeypatch.setattr(md.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    f = box.open_tmp(md.unique_name())
+    f.write(b"x\n")
+    f.close(durable=False)
+    assert synced
