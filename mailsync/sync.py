@@ -27,9 +27,9 @@ from mailsync.model import AccountResult, FolderResult
 from mailsync.ports import Reporter
 from mailsync.state import FolderRecord, Intent, State
 from mailsync.syncplan import (Action, DeleteLocal, Download, ExpungeRemote, FolderPlan,
-                               LocalMsg, Pair, Policy, RemoteMsg, SetLocalFlags,
-                               SetRemoteFlags, Upload, UpgradePlaceholder, plan_folder,
-                               repair_by_content)
+                               Forget, LocalMsg, Pair, Policy, Record, RemoteMsg,
+                               SetLocalFlags, SetRemoteFlags, Upload, UpgradePlaceholder,
+                               plan_folder, repair_by_content)
 
 MANAGED = "DFPRST"
 PLACEHOLDER_HEADER = b"X-Mailsync-Placeholder"
@@ -323,10 +323,10 @@ class FolderSync:
         self._upload([a for a in actions if isinstance(a, Upload)])
         self._set_remote_flags([a for a in actions if isinstance(a, SetRemoteFlags)])
         self._set_local_flags([a for a in actions if isinstance(a, SetLocalFlags)])
-        self._record([a for a in actions if type(a).__name__ == "Record"])
+        self._record([a for a in actions if isinstance(a, Record)])
         self._expunge_remote([a for a in actions if isinstance(a, ExpungeRemote)])
         self._delete_local([a for a in actions if isinstance(a, DeleteLocal)])
-        self._forget([a for a in actions if type(a).__name__ == "Forget"])
+        self._forget([a for a in actions if isinstance(a, Forget)])
 
     def _download(self, actions: list[Download], remote: dict[int, RemoteMsg]) -> None:
         if not actions:
@@ -602,9 +602,8 @@ def _batches(actions: list, size_of) -> Iterable[list]:
 
 def describe(plan: FolderPlan) -> list[str]:
     """The plan in words, one line per action, for --dry-run."""
-    lines = []
+    lines = []   # Record and Forget only touch the state: nothing to show
     for a in plan.actions:
-        name = type(a).__name__
         if isinstance(a, Download):
             lines.append(f"download UID {a.uid}" + (" (headers first)" if a.headers_only
                                                       else ""))
@@ -621,7 +620,5 @@ def describe(plan: FolderPlan) -> list[str]:
             lines.append(f"expunge UID {a.uid} on the server (deleted locally)")
         elif isinstance(a, DeleteLocal):
             lines.append(f"delete local {a.key} (expunged on the server)")
-        elif name not in ("Record", "Forget"):
-            lines.append(f"{name} {a}")
     return lines
 
