@@ -89,11 +89,11 @@ if str(ROOT) not in sys.path:
 
 from tests.corpus import corpus_stats, make_corpus  # noqa: E402
 from tests.dovecot import Dovecot  # noqa: E402
+from bench.common import GNU_TIME, _private_file, rss_method  # noqa: E402
 
 TOOLS = ("mailsync", "mbsync", "offlineimap")
 SCENARIOS = ("initial", "noop", "change")
 BASELINE = "mbsync"
-GNU_TIME = "/usr/bin/time"
 KB, MB = 1024, 1024 * 1024
 MAX_ATTACHMENT = 1536 * KB          # raw; base64 on the wire: ~2.0 MB
 FOLDER_NAMES = ("Archive", "Projects", "Lists", "Receipts", "Travel", "Family", "Newsletters",
@@ -325,12 +325,6 @@ def verify(tool: "ToolSetup", dc: Dovecot, user: str, model: Model, scenario: st
 # the tools
 # ---------------------------------------------------------------------------------------
 
-def _private_file(path: Path, text: str) -> Path:
-    path.write_text(text)
-    path.chmod(0o600)
-    return path
-
-
 class ToolSetup:
     name = ""
 
@@ -472,10 +466,6 @@ SETUPS = {"mailsync": MailsyncSetup, "mbsync": MbsyncSetup, "offlineimap": Offli
 # ---------------------------------------------------------------------------------------
 # measuring one process
 # ---------------------------------------------------------------------------------------
-
-def rss_method() -> str:
-    return "gnu-time" if os.access(GNU_TIME, os.X_OK) else "rusage-children"
-
 
 _RUSAGE_HELPER = (
     "import resource, subprocess, sys\n"
