@@ -226,6 +226,73 @@ def _raw_name(folder: ServerFolder | str) -> str:
     return "INBOX" if folder.upper() == "INBOX" else encode_mutf7(folder)
 
 
+# A FETCH answer made only of `KEY number`, `KEY (atoms)`, `KEY "plain string"` and
+# `KEY NIL` items: the metadata of every message looks like this, and reading it with
+# two regexes costs a tenth of imapclient's generic lexer and parser.
+_SIMPLE_FETCH = re.compile(rb"(0|[1-9][0-9]*) \((.*)\)\Z", re.S)
+_SIMPLE_ITEM = re.compile(
+    rb"(?!NIL )([A-Za-z][A-Za-z0-9.]*) "
+    rb"(?:(0|[1-9][0-9]*)(?![^ ])"                    # number
+    rb"|\(([^\x00-\x1f()\"{}%\[\]]*)\)"            # list of atoms
+    rb"|\"([^\x00-\x1f\"\\]*)\""                     # quoted string without escapes
+    rb"|(NIL)(?![^ ]))")
+
+
+def parse_fetch(raw: list) -> tuple:
+    """imaplib's untagged FETCH data -> imapclient's parse_response() result.
+
+    Lines of simple items are read by parse_simple_fetch; anything else (literals,
+    nested lists, escaped strings) goes to imapclient's full parser."""
+    simple = parse_simple_fetch(raw)
+    return simple if simple is not None else parse_response(raw)
+
+
+def parse_simple_fetch(raw: list) -> tuple | None:
+    """The parse of lines made only of simple items (see _SIMPLE_ITEM), else None."""
+    out: list[Any] = []
+    item = _SIMPLE_ITEM.match
+    for entry in raw:
+        if not isinstance(entry, bytes):
+            return None
+        m = _SIMPLE_FETCH.match(entry)
+        if m is None:
+            return None
+        body, pos, items = m.group(2), 0, []
+        end = len(body)
+        while pos < end:
+            it = item(body, pos)
+            if it is None:
+                return None
+            key, number, atoms, quoted, _nil = it.groups()
+            items.append(key)
+            if number is not None:
+                items.append(int(number))
+            elif atoms is not None:
+                items.append(tuple(_simple_atom(a) for a in atoms.split(b" ") if a))
+            elif quoted is not None:
+                items.append(quoted)
+            else:
+                items.append(None)
+            pos = it.end()
+            if pos < end:
+                if body[pos] != 0x20:
+                    return None
+                pos += 1
+                if pos == end:
+                    return None
+        out += (int(m.group(1)), tuple(items))
+    return tuple(out)
+
+
+def _simple_atom(atom: bytes) -> bytes | int | None:
+    """An atom inside a list, as imapclient reads it."""
+    if atom == b"NIL":
+        return None
+    if atom.isdigit() and (atom[:1] != b"0" or len(atom) == 1):
+        return int(atom)
+    return atom
+
+
 def _pairs(parsed: tuple) -> Iterator[tuple[Any, Any]]:
     if len(parsed) % 2:
         raise imapclient_errors.ProtocolError("odd FETCH response")
@@ -711,7 +778,7 @@ class ImapSession:
         args = [uidset, items] + ([modifiers] if modifiers else [])
         self._uid_command("FETCH", *args, ok_codes=("[EXPUNGEISSUED]",))
         raw = self._imap.untagged_responses.pop("FETCH", [])
-        parsed = parse_response(raw) if raw else ()
+        parsed = parse_fetch(raw) if raw else ()
         ranges = _set_ranges(uidset)
         out: dict[int, dict[bytes, Any]] = {}
         for seq, attrs in _pairs(parsed):

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from mailsync import imap
 from mailsync.config import Account
@@ -736,3 +737,44 @@ def test_parse_message_id(header, expected):
 ])
 def test_redact(line, expected):
     assert redact(line) == expected
+
+
+# The fast FETCH parser must read every line exactly as imapclient does, or leave it to
+# imapclient: a difference would change flags, sizes or UIDs silently.
+
+_TOKENS = [b"UID", b"FLAGS", b"RFC822.SIZE", b"MODSEQ", b"INTERNALDATE", b"NIL", b"nil",
+           b"0", b"7", b"007", b"4294967296", b"\\Seen", b"$Label1", b"(", b")", b"()",
+           b'"26-Nov-2026 10:00:00 +0000"', b'"a\\"b"', b'""', b"{3}", b"[", b"]", b"%",
+           b"\t", b"  ", b"x-gm-labels", b"\\Recent", b"a(b", b"\x01"]
+
+
+@given(seq=st.sampled_from([b"1", b"01", b"12", b"x"]),
+       tokens=st.lists(st.sampled_from(_TOKENS), max_size=12),
+       joiner=st.sampled_from([b" ", b""]))
+@settings(max_examples=3000, deadline=None)
+def test_fast_fetch_parser_agrees_with_imapclient(seq, tokens, joiner):
+    line = seq + b" (" + joiner.join(tokens) + b")"
+    fast = imap.parse_simple_fetch([line])
+    if fast is None:
+        return                              # left to imapclient
+    assert fast == imap.parse_response([line])
+
+
+@pytest.mark.parametrize("line", [
+    b'1 (UID 5 FLAGS (\\Seen $Label1 123 NIL) RFC822.SIZE 100 '
+    b'INTERNALDATE "26-Nov-2026 10:00:00 +0000" MODSEQ (12))',
+    b"2 (UID 6 FLAGS () RFC822.SIZE 0 INTERNALDATE NIL)",
+    b"3 ()",
+])
+def test_fast_fetch_parser_reads_metadata_lines(line):
+    fast = imap.parse_simple_fetch([line])
+    assert fast is not None and fast == imap.parse_response([line])
+
+
+@pytest.mark.parametrize("line", [
+    b"1 (UID 5FLAGS ())", b"1 (UID 05)", b"01 (UID 5)", b'1 (X "a\\"b")', b"1 (UID 5 )",
+    b"1 (FLAGS ((a)))", b"1 (UID  5)", b"1 (BODY[] NIL)",
+])
+def test_fast_fetch_parser_leaves_odd_lines_to_imapclient(line):
+    assert imap.parse_simple_fetch([line]) is None
+    assert imap.parse_simple_fetch([(b"1 (BODY[] {1}", b"x"), b")"]) is None
