@@ -41,7 +41,7 @@ from imapclient.tls import IMAP4_TLS
 from mailsync.config import Account
 from mailsync.errors import (EX_PARTIAL, AuthError, ConfigError, MailsyncError,
                              ProtocolError, TemporaryError, UnreachableError)
-from mailsync.imapstream import FetchReader, StreamClosed, StreamError
+from mailsync.imapstream import FetchReader, StreamClosed, StreamError, crlf_to_lf
 from mailsync.names import decode_mutf7, encode_mutf7
 from mailsync.secure import connect_error, tls_context
 
@@ -129,10 +129,6 @@ def flags_to_letters(flags: Iterable[bytes | str | int]) -> tuple[frozenset[str]
 def letters_to_flags(letters: Iterable[str]) -> list[str]:
     """Maildir letters -> IMAP flags in letter order; letters outside DFPRST are ignored."""
     return [LETTER_FLAGS[ch] for ch in sorted(set("".join(letters))) if ch in LETTER_FLAGS]
-
-
-def crlf_to_lf(data: bytes) -> bytes:
-    return data.replace(b"\r\n", b"\n")
 
 
 def lf_to_crlf(data: bytes) -> bytes:

@@ -90,3 +90,11 @@ def test_line_endings_across_chunks(data, size):
     endings = LineEndings()
     out = b"".join(endings.feed(data[i:i + size]) for i in range(0, len(data), size))
     assert out + endings.flush() == data.replace(b"\r\n", b"\n")
+
+
+@given(st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"a", b"\r\r"]), max_size=40)
+       .map(b"".join), st.integers(1, 9))
+def test_lone_carriage_returns_survive_every_chunking(data, size):
+    endings = LineEndings()
+    out = b"".join(endings.feed(data[i:i + size]) for i in range(0, len(data), size))
+    assert out + endings.flush() == data.replace(b"\r\n", b"\n")
