@@ -52,6 +52,7 @@ class Account:
     exclude: tuple[str, ...] = ()
     layout: str = "maildir++"
     max_delete: float = 0.5
+    connections: int = 2
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,7 @@ KEYS: dict[str, tuple[Any, str]] = {
     "exclude": (_is_str_list, 'a list of strings, e.g. ["Junk"]'),
     "layout": (_is_str, 'a string: "maildir++" or "fs"'),
     "max_delete": (_is_number, "a number between 0 and 1"),
+    "connections": (_is_int, "a whole number of connections (1 to 8)"),
 }
 
 _SIZE_RE = re.compile(r"(\d+)\s*([kKmMgG]?)[bB]?")
@@ -281,7 +283,7 @@ def _build_account(name: str, raw: dict, section: str, src: _Source) -> Account:
         mode=_choice(raw, "mode", MODES, "sync", section, src),
         folders=tuple(raw.get("folders", ["*"])), exclude=tuple(raw.get("exclude", [])),
         layout=_choice(raw, "layout", LAYOUTS, "maildir++", section, src),
-        max_delete=float(raw.get("max_delete", 0.5)),
+        max_delete=float(raw.get("max_delete", 0.5)), connections=raw.get("connections", 2),
     )
 
 
@@ -312,6 +314,7 @@ def _check_ranges(raw: dict, section: str, src: _Source) -> None:
         "limit": (lambda v: v >= 0, "0 or more"),
         "timeout": (lambda v: v > 0, "more than 0 seconds"),
         "max_delete": (lambda v: 0 <= v <= 1, "between 0 and 1"),
+        "connections": (lambda v: 1 <= v <= 8, "between 1 and 8"),
     }
     for key, (ok, expected) in rules.items():
         if key in raw and not ok(raw[key]):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 
 from mailsync.errors import EX_TEMPFAIL, Interrupted
 
@@ -24,14 +25,15 @@ _target = int(os.environ.get("MAILSYNC_CRASH_AT", "0") or 0)
 _count_file = os.environ.get("MAILSYNC_CRASH_COUNT")
 _seen = 0
 _stop_signal: int | None = None
-_stop_raised = False
+_raised = threading.local()
 
 
 def step(name: str) -> None:
-    global _seen, _stop_raised
-    if _stop_signal is not None and not _stop_raised:
-        # Once: the engine then records what is complete, passing more steps.
-        _stop_raised = True
+    global _seen
+    if _stop_signal is not None and not getattr(_raised, "done", False):
+        # Once per thread (each folder thread stops at its next step): the engine
+        # then records what is complete, passing more steps.
+        _raised.done = True
         raise interrupted()
     if not (_target or _count_file):
         return

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Iterable
+from typing import Callable, Iterable
 
 from mailsync import crashpoints, folders, imap
 from mailsync.config import Account, resolve_secret
@@ -24,6 +25,7 @@ from mailsync.errors import (Interrupted, MailsyncError, ProtocolError, RefusedE
 from mailsync.folders import FolderPairing
 from mailsync.maildir import Entry, Maildir, TmpFile, unique_name
 from mailsync.model import AccountResult, FolderResult
+from mailsync.pool import Pool
 from mailsync.ports import Reporter
 from mailsync.state import FolderRecord, Intent, State
 from mailsync.syncplan import (Action, DeleteLocal, Download, ExpungeRemote, FolderPlan,
@@ -49,21 +51,50 @@ class SyncOptions:
 
 def sync_account(account: Account, state: State, reporter: Reporter,
                  options: SyncOptions) -> AccountResult:
-    """Sync every chosen folder; a folder's failure does not stop the others."""
+    """Sync every chosen folder; a folder's failure does not stop the others.
+
+    Folders run in parallel over up to `connections` connections (one in a dry run,
+    so its plan reads in folder order); each connection has its own thread and state
+    handle, and one progress view."""
     result = AccountResult(name=account.name, protocol="imap", dry_run=options.dry_run,
                            folders=[])
-    trace = reporter.trace if getattr(reporter, "tracing", False) else None
-    session = imap.connect(account, resolve_secret(account), trace)
+    shared = SharedReporter(reporter, account.name)
+    trace = shared.trace if shared.tracing else None
+    secret = resolve_secret(account)
+    session = imap.connect(account, secret, trace)
+
+    def open_helper() -> tuple[imap.ImapSession, State]:
+        helper = imap.connect(account, secret, trace)
+        try:
+            return helper, State(account.state_dir)
+        except BaseException:
+            helper.abort()
+            raise
+
+    def close_helper(resource: tuple[imap.ImapSession, State], ok: bool) -> None:
+        helper, helper_state = resource
+        helper_state.close()
+        helper.logout() if ok else helper.abort()
+
+    def helper_failed(exc: BaseException) -> None:
+        shared.detail(f"account {account.name}: working with fewer connections: {exc}")
+
+    def sync_folder(pairing: FolderPairing, resource: tuple[imap.ImapSession, State],
+                    busy) -> FolderResult:
+        folder_result = FolderResult(name=pairing.name)
+        try:
+            FolderSync(resource[0], account, resource[1], shared, options, pairing,
+                       folder_result, result.plan, on_work=busy).run()
+        except (RefusedError, imap.CommandRefused, folders.UnsafeFolderPath) as exc:
+            folder_result.ok, folder_result.error = False, str(exc)
+            folder_result.exit_code = exc.exit_code
+        return folder_result
+
+    size = 1 if options.dry_run else account.connections
     try:
         pairings = _folder_pairings(session, account, state, reporter, options)
-        for pairing in pairings:
-            folder_result = FolderResult(name=pairing.name)
-            try:
-                FolderSync(session, account, state, reporter, options, pairing,
-                           folder_result, result.plan).run()
-            except (RefusedError, imap.CommandRefused, folders.UnsafeFolderPath) as exc:
-                folder_result.ok, folder_result.error = False, str(exc)
-                folder_result.exit_code = exc.exit_code
+        pool = Pool(size, open_helper, close_helper, helper_failed)
+        for folder_result in pool.run(pairings, sync_folder, (session, state)):
             result.folders.append(folder_result)
             result.add(folder_result)
         session.logout()
@@ -75,6 +106,57 @@ def sync_account(account: Account, state: State, reporter: Reporter,
         result.ok, result.exit_code = False, 1
         result.error = "; ".join(f.error or f.name for f in failed)
     return result
+
+
+class SharedReporter:
+    """The run's reporter for several folder threads: calls one at a time, and the
+    transfers of folders running together shown as one progress bar."""
+
+    def __init__(self, reporter: Reporter, account: str) -> None:
+        self.reporter, self.account = reporter, account
+        self.tracing = getattr(reporter, "tracing", False)
+        self._lock = threading.Lock()
+        self._active: list[str] = []
+        self._messages = self._bytes = 0      # of the transfers now running
+        self._done_messages = self._done_bytes = 0
+
+    def transfer_started(self, label: str, messages: int, nbytes: int) -> None:
+        with self._lock:
+            if self._active:                  # redraw one bar for all running transfers
+                self.reporter.transfer_finished()
+            self._active.append(label)
+            self._messages += messages
+            self._bytes += nbytes
+            shown = label if len(self._active) == 1 else (
+                f"{self.account} ({len(self._active)} folders)")
+            self.reporter.transfer_started(shown, self._messages - self._done_messages,
+                                           self._bytes - self._done_bytes)
+
+    def transferred(self, nbytes: int) -> None:
+        with self._lock:
+            self._done_messages += 1
+            self._done_bytes += nbytes
+            self.reporter.transferred(nbytes)
+
+    def transfer_finished(self) -> None:
+        with self._lock:
+            if self._active:
+                self._active.pop()
+            if not self._active:
+                self._messages = self._bytes = self._done_messages = self._done_bytes = 0
+                self.reporter.transfer_finished()
+
+    def warn(self, text: str) -> None:
+        with self._lock:
+            self.reporter.warn(text)
+
+    def detail(self, text: str) -> None:
+        with self._lock:
+            self.reporter.detail(text)
+
+    def trace(self, direction: str, line: str) -> None:
+        with self._lock:
+            self.reporter.trace(direction, line)
 
 
 def _folder_pairings(session: imap.ImapSession, account: Account, state: State,
@@ -102,8 +184,10 @@ class FolderSync:
 
     def __init__(self, session: imap.ImapSession, account: Account, state: State,
                  reporter: Reporter, options: SyncOptions, pairing: FolderPairing,
-                 result: FolderResult, plan_lines: list[str]) -> None:
+                 result: FolderResult, plan_lines: list[str],
+                 on_work: Callable[[], None] = lambda: None) -> None:
         self.session, self.account, self.state = session, account, state
+        self.on_work = on_work
         self.reporter, self.options, self.pairing = reporter, options, pairing
         self.result, self.plan_lines = result, plan_lines
         self.name = pairing.name
@@ -122,6 +206,7 @@ class FolderSync:
         stamp = self.maildir.stamp()   # before the scan: a change after it shows next time
         if self._unchanged_since(record, status, stamp):
             return
+        self.on_work()   # other folders may now start on more connections
         self.entries = self.maildir.scan()
         if not self.options.dry_run:
             self._settle_intents()

@@ -22,7 +22,8 @@ watched *direction*; ``None`` means "from the start" for stall/trickle and
 *direction*: ``"down"`` counts server->client bytes, ``"up"`` client->server,
 ``"both"`` the sum.  Faults are applied per connection; ``max_faults=k``
 limits them to the first k connections (later ones pass through untouched,
-e.g. to test that a re-run resumes after a dropped connection).
+e.g. to test that a re-run resumes after a dropped connection); ``first_fault=n``
+spares the connections before the n-th (e.g. a client's second connection fails).
 
 Bounded: ``stop()`` closes every socket and joins every thread.
 """
@@ -176,6 +177,7 @@ class CutProxy:
         trickle: tuple[int, float] | None = None,
         *,
         max_faults: int | None = None,
+        first_fault: int = 1,
         reset: bool = False,
     ) -> None:
         if direction not in ("down", "up", "both"):
@@ -192,6 +194,7 @@ class CutProxy:
         self.stall = stall
         self.trickle = trickle
         self.max_faults = max_faults
+        self.first_fault = first_fault
         self.reset = reset
 
         self._stop = threading.Event()
@@ -246,7 +249,8 @@ class CutProxy:
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 self.connections += 1
-                faulty = self.max_faults is None or self.connections <= self.max_faults
+                faulty = (self.connections >= self.first_fault and
+                          (self.max_faults is None or self.connections <= self.max_faults))
                 conn = _Conn(self, client, server, faulty)
                 self._conns.append(conn)
                 if self._stop.is_set():

@@ -30,7 +30,9 @@ def seed_server(s, seed=SEED) -> dict[str, list[bytes]]:
 
 
 def via(make_account, s, proxy: CutProxy, **keys):
-    """The same account (user, maildir, state) reached through the proxy."""
+    """The same account (user, maildir, state) reached through the proxy; one connection
+    unless asked (a cut at byte N is then a point of the whole run)."""
+    keys.setdefault("connections", 1)
     return make_account("imap", user=s.acct.user, port=proxy.port,
                         maildir=str(s.acct.maildir), state_dir=str(s.acct.state_dir), **keys)
 
