@@ -587,6 +587,26 @@ def wait_quiet(max_wait: float) -> float:
 
 
 SETTLE_SECONDS = 2.0
+# ext4 does not hand out an inode freed in the last 30 s (recently_deleted() in
+# __ext4_new_inode) and checks every such inode it passes: right after the previous
+# run's 10,000 files were deleted, creating 10,000 files costs seconds of kernel time
+# (half of an initial sync's CPU samples, measured with perf). A user's first sync does
+# not follow such a deletion, so no timed run starts within this of the last one.
+DELETE_SETTLE_SECONDS = 35.0
+_last_delete = 0.0
+
+
+def discard_run(work: Path) -> None:
+    """Delete a finished run's local copy and note when (see DELETE_SETTLE_SECONDS)."""
+    global _last_delete
+    shutil.rmtree(work, ignore_errors=True)
+    _last_delete = time.monotonic()
+
+
+def settle_deletes() -> None:
+    wait = _last_delete + DELETE_SETTLE_SECONDS - time.monotonic()
+    if _last_delete and wait > 0:
+        time.sleep(wait)
 
 
 def settle(mail: Path) -> None:
@@ -731,6 +751,7 @@ class Result:
 def timed(setup: ToolSetup, cmd: list[str], env: dict | None, timeout: float,
           label: str, full_cmd: list[str] | None = None) -> Measurement:
     """settle(), wait for a quiet machine, run once; BenchError on a non-zero exit."""
+    settle_deletes()
     settle(setup.mail)
     wait_quiet(QUIET_WAIT)
     m = measure(full_cmd or cmd, env, setup.work, timeout, setup.dc)
@@ -767,7 +788,7 @@ def run_tool_once(name: str, rep: int, attempt: int, dc: Dovecot, template: str,
                 f"verified {checked['messages']} messages "
                 f"({checked['compared']} compared byte for byte)")
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        discard_run(work)
         drop_user(dc, user)
     return out
 
@@ -805,7 +826,7 @@ def warm_up(dc: Dovecot, scratch: Path, corpus: list[bytes], folders: list[str],
                         raise BenchError(f"{name} warm-up run exited with status "
                                          f"{m.returncode}:\n{m.output[-3000:]}")
             finally:
-                shutil.rmtree(work, ignore_errors=True)
+                discard_run(work)
                 drop_user(dc, user)
     finally:
         drop_user(dc, template)
@@ -957,7 +978,7 @@ def scale_check(dc: Dovecot, scratch: Path, n: int, folders: list[str], repeat: 
                         f"other {m.foreign_cpu:5.2f} s{'  DISTURBED' if disturbed(m) else ''}  "
                         f"verified {checked['messages']} messages")
             finally:
-                shutil.rmtree(work, ignore_errors=True)
+                discard_run(work)
                 drop_user(dc, user)
         finally:
             drop_user(dc, template)

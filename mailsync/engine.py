@@ -16,7 +16,6 @@ from typing import Callable
 from mailsync import crashpoints
 from mailsync.config import Account
 from mailsync.errors import LocalIOError, MailsyncError, UsageError
-from mailsync.fetch import FetchOptions, fetch_account
 from mailsync.model import AccountResult
 from mailsync.ports import Reporter
 from mailsync.state import AccountLock, State
@@ -82,6 +81,7 @@ def _job(account: Account, options: RunOptions, state: State, reporter: Reporter
             if options.command == "sync":
                 raise UsageError(f"account {account.name} is a POP3 account",
                                  "use `mailsync fetch` (or `run`) for it")
+            from mailsync.fetch import FetchOptions, fetch_account  # POP3 only
             return fetch_account(account, state, reporter,
                                  FetchOptions(options.dry_run, options.keep, options.limit),
                                  clock)
