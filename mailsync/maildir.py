@@ -67,6 +67,15 @@ def file_name(key: str, flags: Iterable[str]) -> str:
     return f"{key}{INFO_SEP}{''.join(sorted(set(flags)))}"
 
 
+FINE_SETTLE = 0.025      # seconds: several kernel clock ticks
+COARSE_SETTLE = 2.0      # seconds: file systems with 1 s (or FAT's 2 s) times
+
+
+def _fine(stats: list[os.stat_result]) -> bool:
+    """Directory times with sub-second precision (a whole second in both: not sure)."""
+    return all(st.st_mtime_ns % 1_000_000_000 for st in stats)
+
+
 @dataclass(frozen=True)
 class Entry:
     key: str
@@ -135,19 +144,37 @@ class Maildir:
                 entries[key] = Entry(key, sub, filename, flags)
         return entries
 
-    def stamp(self, settle_seconds: float = 2.0) -> str | None:
+    def stamp(self) -> str | None:
         """What new/ and cur/ look like now, to tell next time that nothing changed.
 
-        None when either was modified in the last settle_seconds: directory times have
-        a coarse clock, so a change made right after this look could leave them equal
-        (mbsync sleeps in this case; mailsync just looks again next time)."""
-        try:
-            stats = [os.stat(self.path / sub) for sub in ("new", "cur")]
-        except OSError:
+        None when either was modified too recently for a later change to be sure to
+        show: within FINE_SETTLE where directory times have sub-second precision (a
+        later change then gets a later time: more than a kernel clock tick has passed),
+        else within COARSE_SETTLE (mbsync sleeps in this case; mailsync just looks
+        again next time)."""
+        stats = self._dir_stats()
+        if stats is None:
             return None
-        if any(st.st_mtime > time.time() - settle_seconds for st in stats):
+        settle = FINE_SETTLE if _fine(stats) else COARSE_SETTLE
+        if any(st.st_mtime > time.time() - settle for st in stats):
             return None
         return ":".join(f"{st.st_ino}.{st.st_mtime_ns}" for st in stats)
+
+    def settled_stamp(self) -> str | None:
+        """stamp() right after this process changed the folder: where directory times
+        are fine, first waits (at most FINE_SETTLE) for the last change to settle."""
+        stats = self._dir_stats()
+        if stats is not None and _fine(stats):
+            wait = max(st.st_mtime for st in stats) + FINE_SETTLE - time.time()
+            if wait > 0:
+                time.sleep(min(wait, FINE_SETTLE))
+        return self.stamp()
+
+    def _dir_stats(self) -> list[os.stat_result] | None:
+        try:
+            return [os.stat(self.path / sub) for sub in ("new", "cur")]
+        except OSError:
+            return None
 
     def find(self, key: str) -> Entry | None:
         """Look for one key without listing the folders when the plain name is there."""

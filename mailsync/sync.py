@@ -11,14 +11,15 @@ taken for the user's own change there (which would undo a later change on the ot
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Callable, Iterable
 
-from mailsync import crashpoints, folders, imap
+from mailsync import crashpoints, folders, imap, moves
 from mailsync.config import Account, resolve_secret
 from mailsync.errors import (Interrupted, MailsyncError, ProtocolError, RefusedError,
                              TemporaryError)
@@ -93,6 +94,8 @@ def sync_account(account: Account, state: State, reporter: Reporter,
     size = 1 if options.dry_run else account.connections
     try:
         pairings = _folder_pairings(session, account, state, reporter, options)
+        if options.mode in ("sync", "push") and not options.dry_run:
+            LocalMoves(session, account, state, shared, pairings).run()
         pool = Pool(size, open_helper, close_helper, helper_failed)
         for folder_result in pool.run(pairings, sync_folder, (session, state)):
             result.folders.append(folder_result)
@@ -106,6 +109,116 @@ def sync_account(account: Account, state: State, reporter: Reporter,
         result.ok, result.exit_code = False, 1
         result.error = "; ".join(f.error or f.name for f in failed)
     return result
+
+
+class LocalMoves:
+    """Messages the user moved between local folders, moved on the server with UID MOVE
+    before the folders sync (see mailsync.moves), instead of uploaded and expunged.
+
+    Crash safety: each move is journalled in the destination folder as an upload
+    (token: the Message-ID) before the MOVE, and the pair is recorded after it; a crash
+    in between is settled like an interrupted upload: the destination is searched for
+    the Message-ID. The source's pair is forgotten by the source folder's own sync,
+    which finds the message gone from both sides."""
+
+    def __init__(self, session: imap.ImapSession, account: Account, state: State,
+                 reporter: Reporter, pairings: list[FolderPairing]) -> None:
+        self.session, self.account, self.state = session, account, state
+        self.reporter, self.pairings = reporter, pairings
+
+    def run(self) -> None:
+        if not ({"MOVE", "UIDPLUS"} & set(self.session.capabilities)):
+            return
+        changed = self._changed_folders()
+        if len(changed) < 2:
+            return      # a move changes two folders' directories
+        gone = [g for pairing, maildir, entries in changed
+                for g in self._gone(pairing, maildir, entries)]
+        if not gone:
+            return
+        arrivals = [a for pairing, maildir, entries in changed
+                    for a in self._arrivals(pairing, maildir, entries)]
+        found = moves.match_moves(self._with_server_meta(gone), arrivals)
+        for move in found:
+            self._move(move)
+        if found:
+            self.reporter.detail(f"account {self.account.name}: moved {len(found)} "
+                                 "message(s) on the server as they were moved locally")
+
+    def _changed_folders(self) -> list[tuple[FolderPairing, Maildir, dict[str, Entry]]]:
+        out = []
+        for pairing in self.pairings:
+            record = self.state.folder_record(pairing.name)
+            if (record is None or pairing.server is None or not pairing.local_exists
+                    or self.state.intents(pairing.name)):
+                continue
+            try:
+                maildir = Maildir(folders.resolve(self.account.maildir, pairing.relpath))
+            except folders.UnsafeFolderPath:
+                continue   # the folder's own sync reports it
+            stamp = maildir.stamp()
+            if stamp is not None and stamp == record.local_stamp:
+                continue   # nothing left or arrived here since the last run
+            out.append((pairing, maildir, maildir.scan()))
+        return out
+
+    def _gone(self, pairing: FolderPairing, maildir: Maildir,
+              entries: dict[str, Entry]) -> list[moves.Gone]:
+        return [moves.Gone(pairing.name, p.uid, p.key, p.flags, 0, None)
+                for p in self.state.pairs(pairing.name)
+                if p.uid is not None and p.key is not None and p.key not in entries
+                and not p.placeholder]
+
+    def _arrivals(self, pairing: FolderPairing, maildir: Maildir,
+                  entries: dict[str, Entry]) -> list[moves.Arrival]:
+        paired = {p.key for p in self.state.pairs(pairing.name)}
+        out = []
+        for key, entry in entries.items():
+            if key in paired:
+                continue
+            try:
+                data = maildir.read(entry)
+            except OSError:
+                continue
+            header = data.split(b"\n\n", 1)[0]
+            if _PLACEHOLDER_RE.search(header):
+                continue
+            out.append(moves.Arrival(pairing.name, key, crlf_size(data),
+                                     imap.parse_message_id(header),
+                                     moves.header_digest(data)))
+        return out
+
+    def _with_server_meta(self, gone: list[moves.Gone]) -> list[moves.Gone]:
+        """The gone messages still on the server, with size, Message-ID and header."""
+        out = []
+        by_folder: dict[str, list[moves.Gone]] = {}
+        for g in gone:
+            by_folder.setdefault(g.folder, []).append(g)
+        for folder, items in by_folder.items():
+            self.session.select(folder)
+            metas = self.session.fetch_meta([g.uid for g in items], with_message_id=True)
+            headers: dict[int, io.BytesIO] = {}
+            self.session.fetch_bodies([g.uid for g in items if g.uid in metas],
+                                      lambda uid: headers.setdefault(uid, io.BytesIO()),
+                                      lambda uid, n: None, headers_only=True)
+            out.extend(replace(g, size=metas[g.uid].size, message_id=metas[g.uid].message_id,
+                               header=moves.header_digest(headers[g.uid].getvalue()))
+                       for g in items if g.uid in metas and g.uid in headers)
+        return out
+
+    def _move(self, move: moves.Move) -> None:
+        g, a = move.gone, move.arrival
+        intent, = self.state.add_intents([Intent(a.folder, "upload", None, a.key, g.flags,
+                                                 token=a.message_id)])
+        crashpoints.step("move-journalled")
+        self.session.select(g.folder)
+        mapping = self.session.move([g.uid], a.folder)
+        crashpoints.step("moved")
+        if mapping and g.uid in mapping:
+            # The server's flags as last synced: the destination's own sync then carries
+            # any flag the user changed while moving.
+            self.state.complete(a.folder, [intent], [Pair(mapping[g.uid], a.key, g.flags)])
+        # else: the destination's sync settles the intent by its Message-ID
 
 
 class SharedReporter:
@@ -226,15 +339,27 @@ class FolderSync:
         modseq = status.highestmodseq if self.options.mode != "push" else None
         self.state.save_folder_record(FolderRecord(
             self.name, self.pairing.relpath, status.uidvalidity, status.uidnext, modseq,
-            stamp))
+            self._stamp_after_run(stamp)))
         crashpoints.step("folder-done")
+
+    def _stamp_after_run(self, before: str | None) -> str | None:
+        """The local folder's stamp after this run's own changes, when a fresh listing
+        taken after it shows exactly what the run left (nobody else changed the folder
+        meanwhile); else the one from before the run, so the next run looks again."""
+        after = self.maildir.settled_stamp()
+        if after is None or after == before:
+            return before
+        listed = {key: e.relpath for key, e in self.maildir.scan().items()}
+        left = {key: e.relpath for key, e in self.entries.items()}
+        return after if listed == left else before
 
     def _unchanged_since(self, record: FolderRecord | None, status: imap.FolderStatus,
                          stamp: str | None) -> bool:
         """Nothing changed on either side since a completed run: nothing to plan.
 
-        The record holds what both sides looked like before that run's own changes,
-        so a run that changed anything is always followed by one full look."""
+        The record holds the server as it was before that run's own changes (a run
+        that changed the server is followed by one full look), and the local folder as
+        that run left it when nobody else changed it meanwhile (_stamp_after_run)."""
         return (record is not None and stamp is not None and record.local_stamp == stamp
                 and _modseq_usable(record, status)
                 and status.highestmodseq == record.highestmodseq

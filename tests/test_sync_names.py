@@ -71,6 +71,8 @@ class FakeServer:
 class FakeSession:
     """What sync.py uses of imap.ImapSession, over a FakeServer."""
 
+    capabilities = frozenset({"IMAP4REV1"})   # no MOVE: local moves are uploads here
+
     def __init__(self, server: FakeServer) -> None:
         self.server = server
         self.delimiter = server.delimiter

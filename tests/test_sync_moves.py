@@ -1,0 +1,118 @@
+"""A message moved between local folders is moved on the server (UID MOVE), not uploaded
+again: it keeps what only the server knows (keywords, its date), and nothing travels.
+Anything less than a sure match is uploaded and expunged as before."""
+
+from __future__ import annotations
+
+from mailsync.moves import Arrival, Gone, match_moves
+from tests.corpus import make_corpus, make_message
+
+MAIL = make_corpus(6)
+
+
+def keywords(s, folder: str, body: bytes) -> set[bytes]:
+    uid = s.remote.uid_of(folder, body)
+    s.remote.c.select_folder(folder, readonly=True)
+    return set(s.remote.c.get_flags([uid])[uid])
+
+
+def synced(imap_account):
+    s = imap_account()
+    s.acct.server.seed(s.acct.user, MAIL[:4])
+    s.acct.server.seed(s.acct.user, MAIL[4:], folder="Archive")
+    assert s.sync().code == 0
+    # A keyword only the server holds: an upload could not bring it along.
+    uid = s.remote.uid_of("INBOX", MAIL[0])
+    s.remote.c.select_folder("INBOX")
+    s.remote.c.add_flags([uid], [b"$Project"])
+    assert s.sync().code == 0
+    return s
+
+
+def summary(result) -> dict:
+    assert result.code == 0, result.err
+    return result.json["accounts"][0]
+
+
+def test_message_moved_locally_is_moved_on_the_server_not_uploaded(imap_account):
+    s = synced(imap_account)
+    s.local.move("INBOX", MAIL[0], "Archive")
+    got = summary(s.sync())
+    assert got["uploaded"] == 0 and got["deleted_remote"] == 0, got
+    assert sorted(s.remote.bodies("Archive")) == sorted([MAIL[0], *MAIL[4:]])
+    assert MAIL[0] not in s.remote.bodies("INBOX")
+    assert b"$Project" in keywords(s, "Archive", MAIL[0])
+    again = summary(s.sync())
+    assert again["uploaded"] == again["downloaded"] == again["deleted_local"] == 0, again
+
+
+def test_message_copied_under_a_new_name_then_deleted_is_a_move(imap_account):
+    s = synced(imap_account)
+    # mutt's save: a new file in the other folder, then the original deleted.
+    s.local.deliver("Archive", MAIL[0], "S")
+    s.local.delete("INBOX", MAIL[0])
+    got = summary(s.sync())
+    assert got["uploaded"] == 0 and got["deleted_remote"] == 0, got
+    assert b"$Project" in keywords(s, "Archive", MAIL[0])
+    # The flag set while saving reached the server.
+    assert s.remote.flags_by_body("Archive")[MAIL[0]] == "S"
+    assert s.local.bodies("Archive") == s.remote.bodies("Archive")
+
+
+def test_two_arrivals_of_one_message_are_uploaded_not_moved(imap_account):
+    s = synced(imap_account)
+    s.local.deliver("Archive", MAIL[1])
+    s.local.deliver("Archive", MAIL[1], "S")
+    s.local.delete("INBOX", MAIL[1])
+    got = summary(s.sync())
+    assert got["uploaded"] == 2 and got["deleted_remote"] == 1, got
+    assert s.remote.bodies("Archive").count(MAIL[1]) == 2
+    assert MAIL[1] not in s.remote.bodies("INBOX")
+
+
+def test_a_different_message_of_the_same_size_is_not_taken_for_a_move(imap_account):
+    s = synced(imap_account)
+    original = MAIL[2]
+    # Same Message-ID, same size, one header changed: not the message that left INBOX.
+    impostor = original.replace(b"Subject: ", b"Subject:_", 1)
+    assert impostor != original and len(impostor) == len(original)
+    s.local.deliver("Archive", impostor)
+    s.local.delete("INBOX", original)
+    got = summary(s.sync())
+    assert got["uploaded"] == 1 and got["deleted_remote"] == 1, got
+    assert impostor in s.remote.bodies("Archive") and original not in s.remote.bodies("INBOX")
+
+
+# The matching rule on its own -----------------------------------------------------------
+
+def gone(folder="INBOX", uid=1, key="k1", size=100, mid="<a@x>", header="h"):
+    return Gone(folder, uid, key, frozenset("S"), size, mid, header)
+
+
+def arrived(folder="Archive", key="k1", size=100, mid="<a@x>", header="h"):
+    return Arrival(folder, key, size, mid, header)
+
+
+def test_match_by_key_or_message_id_with_equal_size():
+    assert [(m.gone.uid, m.arrival.key) for m in match_moves([gone()], [arrived()])] == \
+        [(1, "k1")]
+    by_id = match_moves([gone(key="k1")], [arrived(key="other")])
+    assert [(m.gone.uid, m.arrival.key) for m in by_id] == [(1, "other")]
+
+
+def test_no_match_on_size_folder_message_id_or_ambiguity():
+    assert match_moves([gone()], [arrived(size=101)]) == []
+    assert match_moves([gone()], [arrived(folder="INBOX")]) == []
+    assert match_moves([gone()], [arrived(mid=None)]) == []           # cannot be settled
+    assert match_moves([gone()], [arrived(key="k2", mid="<b@x>")]) == []
+    assert match_moves([gone(mid="<b@x>")], [arrived()]) == []        # same key, other id
+    assert match_moves([gone()], [arrived(header="other")]) == []
+    assert match_moves([gone(header=None)], [arrived(header=None)]) == []
+    two = [arrived(key="k2"), arrived(folder="Keep", key="k3")]
+    assert match_moves([gone(key="k9")], two) == []
+    assert match_moves([gone(uid=1, key="k8"), gone(uid=2, key="k9")],
+                       [arrived(key="k2")]) == []
+
+
+def test_make_message_has_message_id():
+    assert b"Message-ID:" in make_message(1)
