@@ -31,7 +31,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
-from imapclient import IMAPClient
+from mailsync import fastimport
+
+fastimport.imapclient_without_metadata()   # before the first import of imapclient
+
+from imapclient import IMAPClient  # noqa: E402
 from imapclient import exceptions as imapclient_errors
 from imapclient.datetime_util import parse_to_datetime
 from imapclient.imap4 import IMAP4WithTimeout

@@ -76,6 +76,20 @@ def _fine(stats: list[os.stat_result]) -> bool:
     return all(st.st_mtime_ns % 1_000_000_000 for st in stats)
 
 
+def wait_until_settled(maildirs: Iterable["Maildir"]) -> None:
+    """Wait (at most FINE_SETTLE, once) until every folder's last change is old enough
+    for stamp() to take it, where directory times are fine; coarse ones are not waited
+    for (COARSE_SETTLE is too long to wait)."""
+    latest = 0.0
+    for maildir in maildirs:
+        stats = maildir.dir_stats()
+        if stats is not None and _fine(stats):
+            latest = max([latest] + [st.st_mtime for st in stats])
+    wait = latest + FINE_SETTLE - time.time()
+    if wait > 0:
+        time.sleep(min(wait, FINE_SETTLE))
+
+
 @dataclass(frozen=True)
 class Entry:
     key: str
@@ -152,7 +166,7 @@ class Maildir:
         later change then gets a later time: more than a kernel clock tick has passed),
         else within COARSE_SETTLE (mbsync sleeps in this case; mailsync just looks
         again next time)."""
-        stats = self._dir_stats()
+        stats = self.dir_stats()
         if stats is None:
             return None
         settle = FINE_SETTLE if _fine(stats) else COARSE_SETTLE
@@ -160,17 +174,7 @@ class Maildir:
             return None
         return ":".join(f"{st.st_ino}.{st.st_mtime_ns}" for st in stats)
 
-    def settled_stamp(self) -> str | None:
-        """stamp() right after this process changed the folder: where directory times
-        are fine, first waits (at most FINE_SETTLE) for the last change to settle."""
-        stats = self._dir_stats()
-        if stats is not None and _fine(stats):
-            wait = max(st.st_mtime for st in stats) + FINE_SETTLE - time.time()
-            if wait > 0:
-                time.sleep(min(wait, FINE_SETTLE))
-        return self.stamp()
-
-    def _dir_stats(self) -> list[os.stat_result] | None:
+    def dir_stats(self) -> list[os.stat_result] | None:
         try:
             return [os.stat(self.path / sub) for sub in ("new", "cur")]
         except OSError:

@@ -273,6 +273,12 @@ class State:
                             (record.name, record.relpath, record.uidvalidity, record.uidnext,
                              record.highestmodseq, record.local_stamp))
 
+    def set_local_stamps(self, stamps: dict[str, str]) -> None:
+        """Folder name -> local stamp, in one transaction."""
+        with self.transaction():
+            self.db.executemany("UPDATE imap_folders SET local_stamp = ? WHERE name = ?",
+                                [(stamp, folder) for folder, stamp in stamps.items()])
+
     def pairs(self, folder: str) -> list[Pair]:
         rows = self.db.execute("SELECT uid, key, flags, placeholder FROM pairs "
                                "WHERE folder = ?", (folder,))

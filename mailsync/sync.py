@@ -24,7 +24,7 @@ from mailsync.config import Account, resolve_secret
 from mailsync.errors import (Interrupted, MailsyncError, ProtocolError, RefusedError,
                              TemporaryError)
 from mailsync.folders import FolderPairing
-from mailsync.maildir import Entry, Maildir, TmpFile, unique_name
+from mailsync.maildir import Entry, Maildir, TmpFile, unique_name, wait_until_settled
 from mailsync.model import AccountResult, FolderResult
 from mailsync.pool import Pool
 from mailsync.ports import Reporter
@@ -81,15 +81,17 @@ def sync_account(account: Account, state: State, reporter: Reporter,
         shared.detail(f"account {account.name}: working with fewer connections: {exc}")
 
     def sync_folder(pairing: FolderPairing, resource: tuple[imap.ImapSession, State],
-                    busy) -> FolderResult:
+                    busy) -> tuple[FolderResult, FolderSync | None]:
         folder_result = FolderResult(name=pairing.name)
         try:
-            FolderSync(resource[0], account, resource[1], shared, options, pairing,
-                       folder_result, result.plan, on_work=busy).run()
+            folder = FolderSync(resource[0], account, resource[1], shared, options, pairing,
+                                folder_result, result.plan, on_work=busy)
+            folder.run()
         except (RefusedError, imap.CommandRefused, folders.UnsafeFolderPath) as exc:
             folder_result.ok, folder_result.error = False, str(exc)
             folder_result.exit_code = exc.exit_code
-        return folder_result
+            return folder_result, None
+        return folder_result, folder
 
     size = 1 if options.dry_run else account.connections
     try:
@@ -97,9 +99,12 @@ def sync_account(account: Account, state: State, reporter: Reporter,
         if options.mode in ("sync", "push") and not options.dry_run:
             LocalMoves(session, account, state, shared, pairings).run()
         pool = Pool(size, open_helper, close_helper, helper_failed)
-        for folder_result in pool.run(pairings, sync_folder, (session, state)):
+        done = pool.run(pairings, sync_folder, (session, state))
+        for folder_result, _ in done:
             result.folders.append(folder_result)
             result.add(folder_result)
+        _record_stamps_after_run([f for _, f in done if f is not None and f.finished],
+                                 state)
         session.logout()
     except BaseException:
         session.abort()
@@ -109,6 +114,17 @@ def sync_account(account: Account, state: State, reporter: Reporter,
         result.ok, result.exit_code = False, 1
         result.error = "; ".join(f.error or f.name for f in failed)
     return result
+
+
+def _record_stamps_after_run(synced: list["FolderSync"], state: State) -> None:
+    """Each synced folder's stamp as the run left it, after one wait (at most
+    FINE_SETTLE, for the whole run) for the last changes to settle."""
+    if not synced:
+        return
+    wait_until_settled([f.maildir for f in synced])
+    stamps = {f.name: stamp for f in synced if (stamp := f.stamp_after_run()) is not None}
+    if stamps:
+        state.set_local_stamps(stamps)
 
 
 class LocalMoves:
@@ -305,6 +321,8 @@ class FolderSync:
         self.result, self.plan_lines = result, plan_lines
         self.name = pairing.name
         self.label = f"account {account.name} folder {pairing.name}"
+        self.finished = False            # planned, executed and recorded
+        self.stamp_before: str | None = None
         # The UTF-8 name: the adapter encodes it (modified UTF-7) on the wire.
         self.raw = pairing.name
         self.maildir = Maildir(folders.resolve(account.maildir, pairing.relpath))
@@ -339,19 +357,24 @@ class FolderSync:
         modseq = status.highestmodseq if self.options.mode != "push" else None
         self.state.save_folder_record(FolderRecord(
             self.name, self.pairing.relpath, status.uidvalidity, status.uidnext, modseq,
-            self._stamp_after_run(stamp)))
+            stamp))
+        self.stamp_before = stamp
+        self.finished = True
         crashpoints.step("folder-done")
 
-    def _stamp_after_run(self, before: str | None) -> str | None:
-        """The local folder's stamp after this run's own changes, when a fresh listing
-        taken after it shows exactly what the run left (nobody else changed the folder
-        meanwhile); else the one from before the run, so the next run looks again."""
-        after = self.maildir.settled_stamp()
-        if after is None or after == before:
-            return before
+    def stamp_after_run(self) -> str | None:
+        """The local folder's stamp as this run left it, when a fresh listing taken after
+        the stamp shows exactly what the run left (nobody else changed the folder
+        meanwhile): recorded, it lets the next run skip the folder. None otherwise: the
+        stamp from before the run stays, and the next run looks again."""
+        if not self.finished:
+            return None
+        after = self.maildir.stamp()
+        if after is None or after == self.stamp_before:
+            return None
         listed = {key: e.relpath for key, e in self.maildir.scan().items()}
         left = {key: e.relpath for key, e in self.entries.items()}
-        return after if listed == left else before
+        return after if listed == left else None
 
     def _unchanged_since(self, record: FolderRecord | None, status: imap.FolderStatus,
                          stamp: str | None) -> bool:

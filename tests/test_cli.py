@@ -128,3 +128,20 @@ def test_a_cron_run_does_not_import_rich(make_account):
     done = subprocess.run([sys.executable, "-c", code, str(acct.config)],
                           capture_output=True, text=True, env=cli_env())
     assert done.stderr.strip().splitlines()[-1] == "False"
+
+
+def test_an_imap_sync_loads_neither_the_pop3_engine_nor_importlib_metadata(make_account):
+    # Start-up time: importlib.metadata alone is ~20 ms of a no-op sync; the POP3
+    # engine is not needed for IMAP. imapclient still reports its true version.
+    code = ("import sys, runpy\nsys.argv=['mailsync','-c',sys.argv[1],'-q','sync']\n"
+            "try:\n    runpy.run_module('mailsync', run_name='__main__')\n"
+            "except SystemExit: pass\n"
+            "loaded = sorted(m for m in ('importlib.metadata', 'poplib', 'mailsync.fetch')"
+            " if m in sys.modules)\n"
+            "import imapclient, importlib.metadata\n"
+            "print(loaded, imapclient.__version__ == importlib.metadata.version('imapclient'),"
+            " file=sys.stderr)")
+    acct = make_account("imap")
+    done = subprocess.run([sys.executable, "-c", code, str(acct.config)],
+                          capture_output=True, text=True, env=cli_env())
+    assert done.stderr.strip().splitlines()[-1] == "[] True", done.stderr

@@ -207,3 +207,21 @@ def test_folders_transferring_together_share_one_progress_bar():
         ("transferred", 50),
         ("finished",),                                  # only when both are done
     ]
+
+
+def test_the_run_after_a_sync_skips_every_unchanged_folder(imap_account, tmp_path):
+    s, expected = account(imap_account)
+    assert s.sync().code == 0           # the initial sync, which fills every folder
+    steps = tmp_path / "steps"          # a folder looked at in full ends with folder-done
+    again = s.sync(env={"MAILSYNC_CRASH_COUNT": str(steps)})
+    assert again.code == 0, again.err
+    assert "folder-done" not in (steps.read_text() if steps.exists() else "")
+    assert_converged(s, expected)
+
+
+def test_a_local_change_right_after_a_sync_is_seen_by_the_next(imap_account):
+    s, expected = account(imap_account)
+    assert s.sync().code == 0
+    s.local.set_flags("Work", SEED["Work"][0][0], "FS")   # at once, no pause
+    assert s.sync().code == 0
+    assert s.remote.flags_by_body("Work")[SEED["Work"][0][0]] == "FS"
