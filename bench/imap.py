@@ -348,6 +348,11 @@ class ToolSetup:
         # This sandbox sets PYTHONDONTWRITEBYTECODE, which would charge every run with
         # compiling its modules; the cache goes to our scratch directory, not the tree.
         env.pop("PYTHONDONTWRITEBYTECODE", None)
+        # This sandbox also points SSL_CERT_FILE and SSL_CERT_DIR at the system's own CA
+        # bundle and directory, which a normal installation leaves unset: every tool
+        # then finds the system CAs as OpenSSL does by default.
+        env.pop("SSL_CERT_FILE", None)
+        env.pop("SSL_CERT_DIR", None)
         if PYCACHE is not None:
             env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
         return env

@@ -778,3 +778,27 @@ def test_fast_fetch_parser_reads_metadata_lines(line):
 def test_fast_fetch_parser_leaves_odd_lines_to_imapclient(line):
     assert imap.parse_simple_fetch([line]) is None
     assert imap.parse_simple_fetch([(b"1 (BODY[] {1}", b"x"), b")"]) is None
+
+
+def test_system_trust_from_a_hashed_ca_directory_is_used(dovecot, user, tmp_path,
+                                                          monkeypatch):
+    # A system whose CAs are a hashed directory (as Debian's /etc/ssl/certs): mailsync
+    # hands OpenSSL the directory, so the test CA placed there alone is trusted.
+    import shutil
+    import ssl
+    import subprocess
+    ca_hash = subprocess.run(["openssl", "x509", "-hash", "-noout", "-in",
+                              str(dovecot.ca_file)], capture_output=True, text=True,
+                             check=True).stdout.strip()
+    hashed = tmp_path / "certs"
+    hashed.mkdir()
+    shutil.copy(dovecot.ca_file, hashed / f"{ca_hash}.0")
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.setenv("SSL_CERT_DIR", str(hashed))
+    s = imap.connect(account(dovecot, user, ca_file=None), dovecot.password)
+    s.logout()
+    # The same CA under a name OpenSSL cannot look up: not a hashed directory, so the
+    # usual system bundle applies, which does not trust the test CA.
+    (hashed / f"{ca_hash}.0").rename(hashed / "test-ca.pem")
+    with pytest.raises(CertificateError):
+        imap.connect(account(dovecot, user, ca_file=None), dovecot.password)
