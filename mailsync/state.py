@@ -282,7 +282,7 @@ class State:
     def pairs(self, folder: str) -> list[Pair]:
         rows = self.db.execute("SELECT uid, key, flags, placeholder FROM pairs "
                                "WHERE folder = ?", (folder,))
-        return [Pair(uid, key, frozenset(flags), bool(ph)) for uid, key, flags, ph in rows]
+        return [Pair(uid, key, flags, bool(ph)) for uid, key, flags, ph in rows]
 
     def put_pairs(self, folder: str, pairs: Iterable[Pair]) -> None:
         """Store pairs, each replacing any pair that shares its uid or its key."""

@@ -148,12 +148,12 @@ class LocalMoves:
         changed = self._changed_folders()
         if len(changed) < 2:
             return      # a move changes two folders' directories
-        gone = [g for pairing, maildir, entries in changed
-                for g in self._gone(pairing, maildir, entries)]
+        gone = [g for pairing, pairs, maildir, entries in changed
+                for g in self._gone(pairing, pairs, entries)]
         if not gone:
             return
-        arrivals = [a for pairing, maildir, entries in changed
-                    for a in self._arrivals(pairing, maildir, entries)]
+        arrivals = [a for pairing, pairs, maildir, entries in changed
+                    for a in self._arrivals(pairing, pairs, maildir, entries)]
         found = moves.match_moves(self._with_server_meta(gone), arrivals)
         for move in found:
             self._move(move)
@@ -161,7 +161,8 @@ class LocalMoves:
             self.reporter.detail(f"account {self.account.name}: moved {len(found)} "
                                  "message(s) on the server as they were moved locally")
 
-    def _changed_folders(self) -> list[tuple[FolderPairing, Maildir, dict[str, Entry]]]:
+    def _changed_folders(self) -> list[tuple[FolderPairing, list[Pair], Maildir,
+                                             dict[str, Entry]]]:
         out = []
         for pairing in self.pairings:
             record = self.state.folder_record(pairing.name)
@@ -175,19 +176,19 @@ class LocalMoves:
             stamp = maildir.stamp()
             if stamp is not None and stamp == record.local_stamp:
                 continue   # nothing left or arrived here since the last run
-            out.append((pairing, maildir, maildir.scan()))
+            out.append((pairing, self.state.pairs(pairing.name), maildir, maildir.scan()))
         return out
 
-    def _gone(self, pairing: FolderPairing, maildir: Maildir,
+    def _gone(self, pairing: FolderPairing, pairs: list[Pair],
               entries: dict[str, Entry]) -> list[moves.Gone]:
         return [moves.Gone(pairing.name, p.uid, p.key, p.flags, 0, None)
-                for p in self.state.pairs(pairing.name)
+                for p in pairs
                 if p.uid is not None and p.key is not None and p.key not in entries
                 and not p.placeholder]
 
-    def _arrivals(self, pairing: FolderPairing, maildir: Maildir,
+    def _arrivals(self, pairing: FolderPairing, pairs: list[Pair], maildir: Maildir,
                   entries: dict[str, Entry]) -> list[moves.Arrival]:
-        paired = {p.key for p in self.state.pairs(pairing.name)}
+        paired = {p.key for p in pairs}
         out = []
         for key, entry in entries.items():
             if key in paired:

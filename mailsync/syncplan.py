@@ -92,17 +92,30 @@ MASS_DELETE_HINT = "rerun with --allow-mass-delete if this is intended"
 TRANSFER, FLAGS, DELETE = 1, 2, 3
 
 
+_FLAG_SETS: dict[str, frozenset[str]] = {}   # "FS" -> frozenset("FS"): 64 at most
+
+
 def _flags(value: Iterable[str]) -> frozenset[str]:
+    # Tens of thousands of snapshot objects per run: the common cases are shortcuts.
+    if type(value) is frozenset and value <= FLAG_LETTERS:
+        return value
+    if type(value) is str and (known := _FLAG_SETS.get(value)) is not None:
+        return known
     letters = frozenset(value)
     unknown = letters - FLAG_LETTERS
     if unknown:
         raise ValueError(f"unknown Maildir flag letter(s) {''.join(sorted(unknown))!r}; "
                          f"expected letters from 'DFPRST'")
+    if type(value) is str and len(_FLAG_SETS) < 256:
+        _FLAG_SETS[value] = letters
     return letters
 
 
 def _normalise_flags(obj, name: str = "flags") -> None:
-    object.__setattr__(obj, name, _flags(getattr(obj, name)))
+    value = getattr(obj, name)
+    letters = _flags(value)
+    if letters is not value:
+        object.__setattr__(obj, name, letters)
 
 
 # --------------------------------------------------------------------------- snapshots
