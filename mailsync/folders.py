@@ -11,9 +11,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mailsync import names
 from mailsync.errors import LocalIOError
+
+if TYPE_CHECKING:
+    from mailsync.imap import FolderStatus
 
 LOCAL_MODES = ("sync", "pull", "backup")   # modes that may create local folders
 REMOTE_MODES = ("sync", "push")            # modes that may create server folders
@@ -34,6 +38,7 @@ class FolderPairing:
     local_exists: bool
     create_local: bool = False
     create_remote: bool = False
+    listed_status: "FolderStatus | None" = None   # from LIST-STATUS, if the server gave it
 
 
 @dataclass(frozen=True)

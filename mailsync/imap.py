@@ -27,7 +27,7 @@ import re
 import socket
 import ssl
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
@@ -89,6 +89,7 @@ class ServerFolder:
     flags: frozenset[str]        # e.g. "\\Noselect", "\\HasChildren", "\\Sent"
     selectable: bool
     name_ok: bool = True         # False: raw is not valid modified UTF-7; name == raw
+    status: "FolderStatus | None" = None   # from LIST-STATUS, when asked and offered
 
 
 @dataclass(frozen=True)
@@ -291,6 +292,23 @@ def _simple_atom(atom: bytes) -> bytes | int | None:
     if atom.isdigit() and (atom[:1] != b"0" or len(atom) == 1):
         return int(atom)
     return atom
+
+
+def _status_entry(entry: Any) -> tuple[str | None, dict]:
+    """One untagged STATUS answer -> (the folder's raw name, {ITEM: value}); (None, {})
+    when it cannot be read (that folder is then SELECTed as usual)."""
+    try:
+        parsed = parse_response([entry])
+        name, items = parsed[0], parsed[1]
+        if isinstance(name, int):
+            name = str(name)
+        if isinstance(name, bytes):
+            name = name.decode("utf-8", "surrogateescape")
+        if not isinstance(name, str) or not isinstance(items, tuple) or len(items) % 2:
+            return None, {}
+        return name, dict(zip(items[::2], items[1::2]))
+    except (imapclient_errors.ProtocolError, ValueError, IndexError, TypeError):
+        return None, {}
 
 
 def _pairs(parsed: tuple) -> Iterator[tuple[Any, Any]]:
@@ -604,13 +622,53 @@ class ImapSession:
         return typ, data
 
     # Folders ------------------------------------------------------------------------------
-    def list_folders(self) -> list[ServerFolder]:
+    def list_folders(self, with_status: bool = False) -> list[ServerFolder]:
+        """Every folder; with_status and a server with LIST-STATUS (RFC 5819): each
+        selectable one with its STATUS too, in the same round trip."""
+        if with_status and "LIST-STATUS" in self.capabilities:
+            return self._list_status()
         with self._guard("LIST"):
             rows = self._client.list_folders("", "*")
+        return self._folders(rows)
+
+    def _folders(self, rows: list) -> list[ServerFolder]:
         if len(rows) > MAX_FOLDERS:
             raise ProtocolError(f"{self.label}: the server listed more than {MAX_FOLDERS} "
                                 "folders", "the server is misbehaving; report it")
         return [self._folder(row) for row in rows]
+
+    def _list_status(self) -> list[ServerFolder]:
+        what = "MESSAGES UIDNEXT UIDVALIDITY" + (" HIGHESTMODSEQ" if self.condstore else "")
+        with self._guard("LIST RETURN (STATUS)"):
+            typ, data = self._imap._simple_command("LIST", '""', '"*"', "RETURN",
+                                                   f"(STATUS ({what}))")
+            if typ != "OK":
+                raise imaplib.IMAP4.error(f"LIST failed: {_text(data)}")
+            statuses = self._imap.untagged_responses.pop("STATUS", [])
+            typ, data = self._imap._untagged_response(typ, data, "LIST")
+            rows = self._client._proc_folder_list(data)
+            by_raw = {}
+            for entry in statuses:
+                raw, values = _status_entry(entry)
+                if raw is not None:
+                    by_raw[raw] = values
+        folders = self._folders(rows)
+        return [replace(f, status=self._status_from(f.raw, by_raw[f.raw]))
+                if f.selectable and f.raw in by_raw else f for f in folders]
+
+    def _status_from(self, raw: str, resp: dict) -> FolderStatus | None:
+        """A STATUS answer as a FolderStatus; None when it lacks a value (then the folder
+        is simply SELECTed)."""
+        values = {k.upper() if isinstance(k, bytes) else k: v for k, v in resp.items()}
+        if any(values.get(k) is None for k in (b"UIDVALIDITY", b"UIDNEXT", b"MESSAGES")):
+            return None
+        modseq = values.get(b"HIGHESTMODSEQ")
+        return FolderStatus(
+            uidvalidity=self._number(values.get(b"UIDVALIDITY"), "UIDVALIDITY", minimum=1),
+            uidnext=self._number(values.get(b"UIDNEXT"), "UIDNEXT", minimum=1),
+            exists=self._number(values.get(b"MESSAGES"), "MESSAGES"),
+            highestmodseq=None if modseq is None else self._number(modseq, "HIGHESTMODSEQ",
+                                                                   maximum=MAX_NUMBER64))
 
     def _folder(self, row: Any) -> ServerFolder:
         try:

@@ -291,7 +291,7 @@ class SharedReporter:
 
 def _folder_pairings(session: imap.ImapSession, account: Account, state: State,
                      reporter: Reporter, options: SyncOptions) -> list[FolderPairing]:
-    listed = session.list_folders()
+    listed = session.list_folders(with_status=True)
     server = [folders.ServerSide(f.name, f.raw, f.delimiter) for f in listed
               if f.selectable and f.name_ok]
     for f in listed:
@@ -306,7 +306,8 @@ def _folder_pairings(session: imap.ImapSession, account: Account, state: State,
         options.folders or account.folders, account.exclude, delimiter)
     for s in skipped:
         reporter.warn(f"account {account.name}: folder {s.name}: {s.reason}")
-    return pairings
+    statuses = {f.name: f.status for f in listed if f.status is not None}
+    return [replace(p, listed_status=statuses.get(p.name)) for p in pairings]
 
 
 class FolderSync:
@@ -333,9 +334,12 @@ class FolderSync:
     def run(self) -> None:
         if not self._prepare_folders():
             return
-        status = self.session.select(self.raw, readonly=self.options.dry_run)
         record = self.state.folder_record(self.name)
         stamp = self.maildir.stamp()   # before the scan: a change after it shows next time
+        listed = self.pairing.listed_status
+        if listed is not None and self._unchanged_since(record, listed, stamp):
+            return                     # LIST-STATUS said enough: not even a SELECT
+        status = self.session.select(self.raw, readonly=self.options.dry_run)
         if self._unchanged_since(record, status, stamp):
             return
         self.on_work()   # other folders may now start on more connections

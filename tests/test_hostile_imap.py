@@ -506,3 +506,38 @@ def test_a_huge_body_before_its_uid_is_never_held_in_memory():
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
     assert peak < 100 << 20, peak
+
+
+# LIST-STATUS ------------------------------------------------------------------------------
+
+LIST_STATUS_CAPS = "IMAP4rev1 UIDPLUS AUTH=PLAIN LIST-STATUS"
+
+
+@pytest.mark.parametrize("status", [
+    '* STATUS "INBOX" (MESSAGES x UIDNEXT 3)',            # not a number
+    '* STATUS "INBOX" (MESSAGES 2 UIDNEXT)',              # odd item list
+    '* STATUS "INBOX" MESSAGES 2',                        # no list at all
+    '* STATUS "Elsewhere" (MESSAGES 2 UIDNEXT 3 UIDVALIDITY 1)',   # a folder not listed
+    '* STATUS (',                                         # broken
+])
+def test_an_unreadable_list_status_answer_just_means_select(tmp_path, status):
+    answer = ['* LIST (\\HasNoChildren) "/" "INBOX"', status, "{tag} OK LIST done"]
+    result, log, run = hostile(tmp_path, {"LIST RETURN": answer},
+                               capabilities=LIST_STATUS_CAPS)
+    assert result.code == 0, result.err
+    assert any(line.startswith("LIST") and "RETURN" in line for line in log), log
+    assert any(line.startswith("SELECT") for line in log), log
+    assert len(run.stored()) == 2
+
+
+@pytest.mark.parametrize("status", [
+    '* STATUS "INBOX" (MESSAGES 2 UIDNEXT 3 UIDVALIDITY 0)',
+    '* STATUS "INBOX" (MESSAGES 2 UIDNEXT 99999999999999999999 UIDVALIDITY 1)',
+    '* STATUS "INBOX" (MESSAGES -2 UIDNEXT 3 UIDVALIDITY 1)',
+])
+def test_an_absurd_list_status_value_is_a_protocol_error(tmp_path, status):
+    answer = ['* LIST (\\HasNoChildren) "/" "INBOX"', status, "{tag} OK LIST done"]
+    result, _, run = hostile(tmp_path, {"LIST RETURN": answer},
+                             capabilities=LIST_STATUS_CAPS)
+    assert_clean_failure(result, run, PROTOCOL)
+    assert_nothing_stored(run)

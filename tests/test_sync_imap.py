@@ -215,7 +215,7 @@ def test_settled_unchanged_folders_are_not_even_scanned(imap_account, mocker):
     account = load_config(s.acct.config).accounts["test"]
     opts = RunOptions(command="sync")
     assert run_account(account, opts, SilentReporter()).ok
-    _time.sleep(2.2)   # let the folders' times settle (see Maildir.stamp)
+    _time.sleep(0.05)  # let the folders' times settle (see Maildir.stamp)
     assert run_account(account, opts, SilentReporter()).ok
     scan = mocker.spy(Maildir, "scan")
     assert run_account(account, opts, SilentReporter()).ok
@@ -225,3 +225,18 @@ def test_settled_unchanged_folders_are_not_even_scanned(imap_account, mocker):
     s.local.set_flags("INBOX", body, "F")
     assert run_account(account, opts, SilentReporter()).flags_changed == 1
     assert s.remote.flags_by_body()[body] == "F"
+
+
+def test_unchanged_folders_cost_no_select_where_the_server_has_list_status(imap_account):
+    s = seeded(imap_account)
+    assert s.sync().code == 0
+    again = s.acct.run("-vv", "--no-progress", "sync")
+    assert again.code == 0, again.err
+    sent = [line for line in again.err.splitlines() if line.startswith("> ")]
+    assert any("RETURN (STATUS" in line for line in sent), sent
+    assert not any(" SELECT " in line or " EXAMINE " in line for line in sent), sent
+    # And a folder changed on the server is still selected and synced.
+    s.remote.append("INBOX", make_corpus(1, seed=99)[0])
+    third = s.acct.run("-vv", "--no-progress", "sync")
+    assert third.code == 0 and ' SELECT "INBOX"' in third.err, third.err
+    assert make_corpus(1, seed=99)[0] in s.local.bodies("INBOX")

@@ -79,7 +79,7 @@ class FakeSession:
         self.selected: FakeFolder | None = None
         self.readonly = True
 
-    def list_folders(self) -> list[ServerFolder]:
+    def list_folders(self, with_status: bool = False) -> list[ServerFolder]:
         return [ServerFolder(name, name, self.delimiter, frozenset(), True, True)
                 for name in self.server.folders]
 
