@@ -4,6 +4,8 @@ Anything less than a sure match is uploaded and expunged as before."""
 
 from __future__ import annotations
 
+import pytest
+
 from mailsync.moves import Arrival, Gone, match_moves
 from tests.corpus import make_corpus, make_message
 
@@ -116,3 +118,29 @@ def test_no_match_on_size_folder_message_id_or_ambiguity():
 
 def test_make_message_has_message_id():
     assert b"Message-ID:" in make_message(1)
+
+
+@pytest.mark.parametrize("step", ["move-journalled", "moved"])
+def test_a_move_killed_at_each_step_is_settled_by_the_next_run(imap_account, tmp_path,
+                                                                step):
+    s = synced(imap_account)
+    s.local.move("INBOX", MAIL[0], "Archive")
+    at = {"move-journalled": 1, "moved": 2}[step]     # the move comes before any folder
+    log = tmp_path / "steps"
+    proc = s.acct.popen("--no-progress", "sync",
+                        env={"MAILSYNC_CRASH_AT": str(at), "MAILSYNC_CRASH_COUNT": str(log)})
+    proc.communicate(timeout=120)
+    assert proc.returncode == -9
+    assert log.read_text().split()[-1] == step
+    got = summary(s.sync())
+    # Killed before the MOVE: uploaded and expunged instead; after it: found again by
+    # its Message-ID in the folder it was moved to, and paired, not uploaded.
+    assert got["uploaded"] == (1 if step == "move-journalled" else 0), got
+    assert sorted(s.remote.bodies("Archive")) == sorted([MAIL[0], *MAIL[4:]])
+    assert MAIL[0] not in s.remote.bodies("INBOX")
+    assert s.local.bodies("Archive") == s.remote.bodies("Archive")
+    assert s.local.bodies("INBOX") == s.remote.bodies("INBOX")
+    if step == "moved":
+        assert b"$Project" in keywords(s, "Archive", MAIL[0])
+    again = summary(s.sync())
+    assert again["uploaded"] == again["downloaded"] == again["deleted_remote"] == 0, again
