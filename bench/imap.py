@@ -592,18 +592,26 @@ def wait_quiet(max_wait: float) -> float:
 
 
 SETTLE_SECONDS = 2.0
-# ext4 does not hand out an inode freed in the last 30 s (recently_deleted() in
-# __ext4_new_inode) and checks every such inode it passes: right after the previous
-# run's 10,000 files were deleted, creating 10,000 files costs seconds of kernel time
-# (half of an initial sync's CPU samples, measured with perf). A user's first sync does
-# not follow such a deletion, so no timed run starts within this of the last one.
+# Creating 10,000 files soon after 10,000 were deleted nearby costs ext4 seconds of
+# kernel time (find_inode_bit -> recently_deleted() looks at freed inodes it passes; half
+# of an initial sync's CPU samples under perf), and not only for the 30 s the kernel calls
+# "recent": measured by hand, an initial sync's system time was 0.85 s on fresh space and
+# 3 s even 95 s after such a deletion. A user's first sync does not follow one, so each
+# run's local copy is kept until the benchmark ends (the scratch folder goes then) while
+# the disk has room (KEEP_MARGIN free after one more copy); otherwise it is deleted and
+# the next timed run waits DELETE_SETTLE_SECONDS, which helps less.
 DELETE_SETTLE_SECONDS = 35.0
+KEEP_MARGIN = 2 << 30
 _last_delete = 0.0
 
 
 def discard_run(work: Path) -> None:
-    """Delete a finished run's local copy and note when (see DELETE_SETTLE_SECONDS)."""
+    """Keep a finished run's local copy while the disk has room, else delete it now
+    (and note when: see DELETE_SETTLE_SECONDS)."""
     global _last_delete
+    used = sum(f.stat().st_size for f in work.rglob("*") if f.is_file())
+    if shutil.disk_usage(work).free > used + KEEP_MARGIN:
+        return
     shutil.rmtree(work, ignore_errors=True)
     _last_delete = time.monotonic()
 
