@@ -747,10 +747,12 @@ class ImapSession:
                     raise
 
     # Metadata -----------------------------------------------------------------------------
-    def fetch_meta(self, uids: str | Iterable[int] = "1:*", with_message_id: bool = False
-                   ) -> dict[int, RemoteMeta]:
-        """Flags, size, INTERNALDATE (and MODSEQ, Message-ID) of the selected folder."""
-        items = ["UID", "FLAGS", "RFC822.SIZE", "INTERNALDATE"]
+    def fetch_meta(self, uids: str | Iterable[int] = "1:*", with_message_id: bool = False,
+                   with_date: bool = False) -> dict[int, RemoteMeta]:
+        """Flags, size (MODSEQ; Message-ID, INTERNALDATE when asked) of the selected
+        folder. The sync needs no dates: asking for them makes a Maildir server stat
+        every message."""
+        items = ["UID", "FLAGS", "RFC822.SIZE"] + (["INTERNALDATE"] if with_date else [])
         if self.condstore:
             items.append("MODSEQ")
         if with_message_id:
@@ -777,7 +779,7 @@ class ImapSession:
         if not self.condstore:
             raise MissingCapability(f"{self.label}: the server lacks CONDSTORE",
                                     "use fetch_meta instead")
-        items = "(UID FLAGS RFC822.SIZE INTERNALDATE MODSEQ)"
+        items = "(UID FLAGS RFC822.SIZE MODSEQ)"
         with self._guard("FETCH CHANGEDSINCE"):
             answers = self._uid_fetch("1:*", items, f"(CHANGEDSINCE {int(since_modseq)})")
         return {uid: self._meta(uid, data, False) for uid, data in answers.items()}
@@ -803,7 +805,8 @@ class ImapSession:
                 self._garbage(f"Message-ID header of UID {uid}", header)
             message_id = parse_message_id(header)
         return RemoteMeta(uid=uid, flags=letters, keywords=keywords, size=size,
-                          internaldate=_to_datetime(data.get(b"INTERNALDATE")),
+                          internaldate=_to_datetime(data.get(b"INTERNALDATE"))
+                          if b"INTERNALDATE" in data else None,
                           message_id=message_id, modseq=modseq)
 
     def _garbage(self, what: str, value: Any) -> None:

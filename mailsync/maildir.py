@@ -126,6 +126,7 @@ class Maildir:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self._root = str(self.path)   # hot paths join strings: a Path costs ~6 us each
 
     def create(self) -> None:
         """Make the folder and its three subfolders, private to the user."""
@@ -188,7 +189,7 @@ class Maildir:
         return self.scan().get(key)
 
     def open_tmp(self, name: str) -> "TmpFile":
-        return TmpFile(self.path / "tmp" / name)
+        return TmpFile(f"{self._root}/tmp/{name}")
 
     def publish(self, names: Iterable[str], subdir: str = "new") -> None:
         """Rename fsynced tmp/ files into place, then fsync the folder once."""
@@ -237,7 +238,7 @@ class Maildir:
         """Rename tmp/name into place as key with flags: new/ without flags, else cur/."""
         entry = _placed(key, flags)
         try:
-            os.rename(self.path / "tmp" / name, self.path / entry.relpath)
+            os.rename(f"{self._root}/tmp/{name}", f"{self._root}/{entry.relpath}")
         except OSError as exc:
             raise local_io_error(exc, str(self.path)) from None
         return entry
@@ -296,7 +297,7 @@ def _placed(key: str, flags: str, subdir: str | None = None) -> Entry:
 class TmpFile:
     """A message being written into tmp/: exclusive create, 0600, fsync on close."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: str | Path) -> None:
         self.path = path
         self.size = 0
         try:
@@ -331,6 +332,6 @@ class TmpFile:
         except OSError:
             pass
         try:
-            self.path.unlink()
+            os.unlink(self.path)
         except OSError:
             pass

@@ -438,7 +438,7 @@ def test_fetch_meta_flags_sizes_dates(session, dovecot, user):
     session.select("INBOX")
     session.add_flags([2], "P")
     session._client.add_flags([2], [b"$Label1"])
-    meta = session.fetch_meta(with_message_id=True)
+    meta = session.fetch_meta(with_message_id=True, with_date=True)
     assert sorted(meta) == [1, 2, 3]
     assert meta[1].flags == frozenset() and meta[1].keywords == frozenset()
     assert meta[2].flags == frozenset("P") and meta[2].keywords == {"$Label1"}
@@ -556,7 +556,7 @@ def test_append_round_trip(session, dovecot, user):
     assert uid == st.uidnext
     session.append("INBOX", b"Subject: crlf\r\n\r\nalready crlf\r\n", frozenset())
     session.select("INBOX")
-    meta = session.fetch_meta()
+    meta = session.fetch_meta(with_date=True)
     assert meta[uid].flags == frozenset("SF") and meta[uid].keywords == frozenset()
     assert meta[uid].internaldate == when
     assert meta[uid].size == len(lf_to_crlf(body))
