@@ -47,6 +47,8 @@ class Pool(Generic[Job, Res, Out]):
             helper.join()
         if self._errors:
             raise self._errors[0]
+        if len(self._outs) != len(jobs):
+            raise RuntimeError("a folder job ended without an outcome")
         return [self._outs[i] for i in sorted(self._outs)]
 
     def busy(self) -> None:
@@ -94,6 +96,8 @@ class Pool(Generic[Job, Res, Out]):
         try:
             self._drain(resource)
             ok = not self._errors
+        except BaseException as exc:         # never lose a job's outcome silently
+            self._fail(exc)
         finally:
             try:
                 self.close_helper(resource, ok)

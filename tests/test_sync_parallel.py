@@ -225,3 +225,19 @@ def test_a_local_change_right_after_a_sync_is_seen_by_the_next(imap_account):
     s.local.set_flags("Work", SEED["Work"][0][0], "FS")   # at once, no pause
     assert s.sync().code == 0
     assert s.remote.flags_by_body("Work")[SEED["Work"][0][0]] == "FS"
+
+
+def test_pool_never_drops_a_job_that_a_helper_thread_ended_abruptly():
+    class Abrupt(BaseException):
+        pass
+
+    def work(job, res, busy):
+        busy()
+        time.sleep(0.01)
+        if res == "helper":
+            raise Abrupt()
+        return job
+
+    pool = Pool(2, lambda: "helper", lambda res, ok: None, lambda exc: None)
+    with pytest.raises(Abrupt):
+        pool.run(list(range(10)), work, "own")
