@@ -294,6 +294,10 @@ def _simple_atom(atom: bytes) -> bytes | int | None:
     return atom
 
 
+def _upper_keys(resp: dict) -> dict:
+    return {k.upper() if isinstance(k, bytes) else k: v for k, v in resp.items()}
+
+
 def _status_entry(entry: Any) -> tuple[str | None, dict]:
     """One untagged STATUS answer -> (the folder's raw name, {ITEM: value}); (None, {})
     when it cannot be read (that folder is then SELECTed as usual)."""
@@ -646,29 +650,24 @@ class ImapSession:
                 raise imaplib.IMAP4.error(f"LIST failed: {_text(data)}")
             statuses = self._imap.untagged_responses.pop("STATUS", [])
             typ, data = self._imap._untagged_response(typ, data, "LIST")
-            rows = self._client._proc_folder_list(data)
+            parsed = parse_response([d for d in data if d not in (b"", None)] or [b""])
+            rows = [parsed[i:i + 3] for i in range(0, len(parsed), 3)]
             by_raw = {}
             for entry in statuses:
                 raw, values = _status_entry(entry)
                 if raw is not None:
                     by_raw[raw] = values
         folders = self._folders(rows)
-        return [replace(f, status=self._status_from(f.raw, by_raw[f.raw]))
+        return [replace(f, status=self._listed_status(by_raw[f.raw]))
                 if f.selectable and f.raw in by_raw else f for f in folders]
 
-    def _status_from(self, raw: str, resp: dict) -> FolderStatus | None:
-        """A STATUS answer as a FolderStatus; None when it lacks a value (then the folder
-        is simply SELECTed)."""
-        values = {k.upper() if isinstance(k, bytes) else k: v for k, v in resp.items()}
+    def _listed_status(self, resp: dict) -> FolderStatus | None:
+        """A LIST-STATUS line's values as a FolderStatus; None when one is missing (the
+        folder is then simply SELECTed)."""
+        values = _upper_keys(resp)
         if any(values.get(k) is None for k in (b"UIDVALIDITY", b"UIDNEXT", b"MESSAGES")):
             return None
-        modseq = values.get(b"HIGHESTMODSEQ")
-        return FolderStatus(
-            uidvalidity=self._number(values.get(b"UIDVALIDITY"), "UIDVALIDITY", minimum=1),
-            uidnext=self._number(values.get(b"UIDNEXT"), "UIDNEXT", minimum=1),
-            exists=self._number(values.get(b"MESSAGES"), "MESSAGES"),
-            highestmodseq=None if modseq is None else self._number(modseq, "HIGHESTMODSEQ",
-                                                                   maximum=MAX_NUMBER64))
+        return self._folder_status(values)
 
     def _folder(self, row: Any) -> ServerFolder:
         try:
@@ -725,16 +724,19 @@ class ImapSession:
                                                          else [])
         with self._guard(f"STATUS {raw}"):
             resp = self._client.folder_status(raw, what)
-        values = {k.upper() if isinstance(k, bytes) else k: v for k, v in resp.items()}
+        status = self._folder_status(_upper_keys(resp))
+        self._uidvalidity[raw] = status.uidvalidity
+        return status
+
+    def _folder_status(self, values: dict) -> FolderStatus:
+        """A STATUS answer's values (keys upper-case bytes); ProtocolError if malformed."""
         modseq = values.get(b"HIGHESTMODSEQ")
-        status = FolderStatus(
+        return FolderStatus(
             uidvalidity=self._number(values.get(b"UIDVALIDITY"), "UIDVALIDITY", minimum=1),
             uidnext=self._number(values.get(b"UIDNEXT"), "UIDNEXT", minimum=1),
             exists=self._number(values.get(b"MESSAGES"), "MESSAGES"),
             highestmodseq=None if modseq is None else self._number(modseq, "HIGHESTMODSEQ",
                                                                    maximum=MAX_NUMBER64))
-        self._uidvalidity[raw] = status.uidvalidity
-        return status
 
     def create_folder(self, name: str) -> None:
         """CREATE name (UTF-8, server delimiter), sent as modified UTF-7. Exists: fine."""

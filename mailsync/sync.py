@@ -387,7 +387,7 @@ class FolderSync:
 
         The record holds the server as it was before that run's own changes (a run
         that changed the server is followed by one full look), and the local folder as
-        that run left it when nobody else changed it meanwhile (_stamp_after_run)."""
+        that run left it when nobody else changed it meanwhile (stamp_after_run)."""
         return (record is not None and stamp is not None and record.local_stamp == stamp
                 and _modseq_usable(record, status)
                 and status.highestmodseq == record.highestmodseq

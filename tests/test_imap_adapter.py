@@ -403,6 +403,14 @@ def test_list_folders_nested_and_non_ascii(session, dovecot, user):
     st = session.select(folders["Entwürfe"])
     assert st.exists == 0 and st.uidnext == 1
     assert session.status("日本語/Ünter").exists == 0
+    # The same list with every selectable folder's STATUS in the one LIST (LIST-STATUS);
+    # extended LIST says \NonExistent where plain LIST says \Noselect.
+    listed = {f.name: f for f in session.list_folders(with_status=True)}
+    same = lambda f: (f.raw, f.delimiter, f.selectable, f.name_ok)   # noqa: E731
+    assert {n: same(f) for n, f in listed.items()} == {n: same(f) for n, f in folders.items()}
+    for name, f in listed.items():
+        want = session.status(f) if f.selectable else None
+        assert f.status == want, name
 
 
 def test_special_use_flags(session):
