@@ -1,3 +1,3 @@
-from mailsync.cli import main
+from mailsync.cli import entry
 
-main()
+entry()

@@ -121,8 +121,10 @@ def test_control_characters_from_servers_never_reach_the_terminal():
 
 
 def test_a_cron_run_does_not_import_rich(make_account):
-    code = ("import sys, runpy\nsys.argv=['mailsync','-c',sys.argv[1],'-q','fetch']\n"
-            "try:\n    runpy.run_module('mailsync', run_name='__main__')\n"
+    # main(), not the command itself: that leaves by os._exit, before a last look
+    code = ("import sys\nfrom mailsync.cli import main\n"
+            "sys.argv=['mailsync','-c',sys.argv[1],'-q','fetch']\n"
+            "try:\n    main()\n"
             "except SystemExit: pass\nprint('rich' in sys.modules, file=sys.stderr)")
     acct = make_account()
     done = subprocess.run([sys.executable, "-c", code, str(acct.config)],
@@ -133,8 +135,10 @@ def test_a_cron_run_does_not_import_rich(make_account):
 def test_an_imap_sync_loads_neither_the_pop3_engine_nor_importlib_metadata(make_account):
     # Start-up time: importlib.metadata alone is ~20 ms of a no-op sync; the POP3
     # engine is not needed for IMAP. imapclient still reports its true version.
-    code = ("import sys, runpy\nsys.argv=['mailsync','-c',sys.argv[1],'-q','sync']\n"
-            "try:\n    runpy.run_module('mailsync', run_name='__main__')\n"
+    # main(), not the command itself: that leaves by os._exit, before a last look
+    code = ("import sys\nfrom mailsync.cli import main\n"
+            "sys.argv=['mailsync','-c',sys.argv[1],'-q','sync']\n"
+            "try:\n    main()\n"
             "except SystemExit: pass\n"
             "loaded = sorted(m for m in ('importlib.metadata', 'poplib', 'mailsync.fetch')"
             " if m in sys.modules)\n"
