@@ -43,7 +43,9 @@ tool does one untimed initial sync and resync of a 50-message mailbox (warm
 page cache and bytecode).  The Python tools run without this sandbox's
 PYTHONDONTWRITEBYTECODE and with PYTHONPYCACHEPREFIX in the scratch
 directory, so, as on a normal installation, they do not recompile their
-modules on every start.
+modules on every start; mailsync runs as installed by `pip install` from this
+checkout into a virtualenv in the scratch directory (its console script), not
+as the editable development install.
 
 No time is reported for a run that does not verify: after every run the local
 Maildir and the server's Maildir (read on disk) must both hold exactly the
@@ -77,6 +79,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 import traceback
@@ -121,6 +124,7 @@ def log(msg: str) -> None:
 
 _JSON = False
 PYCACHE: Path | None = None      # PYTHONPYCACHEPREFIX for the Python tools (set in main)
+MAILSYNC: Path | None = None     # the installed command (install_mailsync, in main)
 
 
 # ---------------------------------------------------------------------------------------
@@ -368,9 +372,9 @@ class MailsyncSetup(ToolSetup):
                 "state_dir": str(self.work / "state"), "layout": "maildir++", "timeout": 120}
         lines = ["[accounts.bench]"] + [f"{k} = {json.dumps(v)}" for k, v in keys.items()]
         conf = _private_file(self.work / "config.toml", "\n".join(lines) + "\n")
-        env = self.tool_env()
-        env["PYTHONPATH"] = str(ROOT)
-        return [sys.executable, "-m", "mailsync", "-c", str(conf), "--no-progress", "sync"], env
+        if MAILSYNC is None:
+            raise BenchError("mailsync is not installed for the bench (install_mailsync)")
+        return [str(MAILSYNC), "-c", str(conf), "--no-progress", "sync"], self.tool_env()
 
     def folder_dir(self, folder):
         return self.mail if folder == "INBOX" else self.mail / ("." + folder)
@@ -642,6 +646,26 @@ def settle(mail: Path) -> None:
     if wait > 0:
         time.sleep(min(wait, SETTLE_SECONDS))
     os.sync()      # start with no dirty pages left over from seeding or the previous run
+
+
+def install_mailsync(scratch: Path) -> Path:
+    """mailsync from this checkout, installed as a user's `pip install` would (a wheel
+    in a virtualenv, its console script), into the scratch directory; its
+    dependencies are the ones this Python has. Not the development checkout: an
+    editable install charges every start with its import finder (8 ms, pathlib and
+    urllib included), which no user pays."""
+    venv = scratch / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
+                   capture_output=True, timeout=120)
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    (site / "bench-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    done = subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"),
+                           "install", "--quiet", "--no-deps", "--disable-pip-version-check",
+                           str(ROOT)], capture_output=True, text=True, timeout=600)
+    command = venv / "bin" / "mailsync"
+    if done.returncode != 0 or not command.exists():
+        raise BenchError(f"installing mailsync into {venv} failed:\n{done.stderr[-3000:]}")
+    return command
 
 
 # ---------------------------------------------------------------------------------------
@@ -1030,7 +1054,12 @@ def profile_mailsync(dc: Dovecot, scratch: Path, n: int, folders: list[str], tim
         model = initial_model(n, folders)
         for scenario in ("initial", "noop"):
             prof = work / f"{scenario}.prof"
-            full = [sys.executable, "-m", "cProfile", "-o", str(prof), "-m", "mailsync", *cmd[3:]]
+            # The command leaves by os._exit, before cProfile could write its
+            # numbers: a driver runs main() instead, in the installed copy's Python.
+            driver = work / "profile_driver.py"
+            driver.write_text("from mailsync.cli import main\nmain()\n")
+            python = str(Path(cmd[0]).parent / "python")
+            full = [python, "-m", "cProfile", "-o", str(prof), str(driver), *cmd[1:]]
             m = timed(setup, cmd, env, timeout, f"profiled mailsync {scenario}", full)
             verify(setup, dc, user, model, scenario)
             texts = {}
@@ -1057,7 +1086,7 @@ def profile_mailsync(dc: Dovecot, scratch: Path, n: int, folders: list[str], tim
 # ---------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
-    global _JSON, PYCACHE, QUIET_WAIT
+    global _JSON, PYCACHE, QUIET_WAIT, MAILSYNC
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--messages", type=int, default=10000)
     ap.add_argument("--folders", type=int, default=5)
@@ -1108,6 +1137,7 @@ def main(argv: list[str] | None = None) -> int:
     failures: list[dict] = []
     scale = profiles = None
     try:
+        MAILSYNC = install_mailsync(scratch)
         dc.start()
         info = machine_info(dc)
         log(f"mailsync: {info['mailsync']}")
