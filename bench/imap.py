@@ -92,7 +92,7 @@ if str(ROOT) not in sys.path:
 
 from tests.corpus import corpus_stats, make_corpus  # noqa: E402
 from tests.dovecot import Dovecot  # noqa: E402
-from bench.common import GNU_TIME, _private_file, rss_method  # noqa: E402
+from bench.common import GNU_TIME, _private_file, rss_method, wait_exact  # noqa: E402
 
 TOOLS = ("mailsync", "mbsync", "offlineimap")
 SCENARIOS = ("initial", "noop", "change")
@@ -543,10 +543,8 @@ def measure(cmd: list[str], env: dict | None, workdir: Path, timeout: float,
         proc = subprocess.Popen(full, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            rc = proc.wait(timeout)
+            rc = wait_exact(proc, timeout)   # on time, not polled
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)   # the session started just above
-            proc.wait()
             raise BenchError(f"{cmd[0]} did not finish within {timeout:.0f} s") from None
         except BaseException:                      # stopped by a signal: the tool too
             os.killpg(proc.pid, signal.SIGKILL)
