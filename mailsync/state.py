@@ -284,6 +284,13 @@ class State:
                                "WHERE folder = ?", (folder,))
         return [Pair(uid, key, flags, bool(ph)) for uid, key, flags, ph in rows]
 
+    def synced_keys(self, folder: str) -> set[str]:
+        """The Maildir keys of the folder's complete pairs (a UID and a file, not a
+        placeholder): what the local folder should still hold. Cheaper than pairs()."""
+        rows = self.db.execute("SELECT key FROM pairs WHERE folder = ? AND uid IS NOT NULL "
+                               "AND key IS NOT NULL AND placeholder = 0", (folder,))
+        return {key for key, in rows}
+
     def put_pairs(self, folder: str, pairs: Iterable[Pair]) -> None:
         """Store pairs, each replacing any pair that shares its uid or its key."""
         with self.transaction():

@@ -85,7 +85,8 @@ def sync_account(account: Account, state: State, reporter: Reporter,
         folder_result = FolderResult(name=pairing.name)
         try:
             folder = FolderSync(resource[0], account, resource[1], shared, options, pairing,
-                                folder_result, result.plan, on_work=busy)
+                                folder_result, result.plan, on_work=busy,
+                                listed=scans.get(pairing.name))
             folder.run()
         except (RefusedError, imap.CommandRefused, folders.UnsafeFolderPath) as exc:
             folder_result.ok, folder_result.error = False, str(exc)
@@ -94,10 +95,13 @@ def sync_account(account: Account, state: State, reporter: Reporter,
         return folder_result, folder
 
     size = 1 if options.dry_run else account.connections
+    scans: dict[str, tuple[str, dict[str, Entry]]] = {}   # listings the folders may reuse
     try:
         pairings = _folder_pairings(session, account, state, reporter, options)
         if options.mode in ("sync", "push") and not options.dry_run:
-            LocalMoves(session, account, state, shared, pairings).run()
+            local_moves = LocalMoves(session, account, state, shared, pairings)
+            local_moves.run()
+            scans.update(local_moves.scans)
         pool = Pool(size, open_helper, close_helper, helper_failed)
         done = pool.run(pairings, sync_folder, (session, state))
         for folder_result, _ in done:
@@ -141,6 +145,7 @@ class LocalMoves:
                  reporter: Reporter, pairings: list[FolderPairing]) -> None:
         self.session, self.account, self.state = session, account, state
         self.reporter, self.pairings = reporter, pairings
+        self.scans: dict[str, tuple[str, dict[str, Entry]]] = {}
 
     def run(self) -> None:
         if not ({"MOVE", "UIDPLUS"} & set(self.session.capabilities)):
@@ -148,11 +153,16 @@ class LocalMoves:
         changed = self._changed_folders()
         if len(changed) < 2:
             return      # a move changes two folders' directories
-        gone = [g for pairing, pairs, maildir, entries in changed
+        if not any(self.state.synced_keys(pairing.name) - entries.keys()
+                   for pairing, _, entries in changed):
+            return      # nothing left any folder: flags changed, mail arrived
+        changed_pairs = [(pairing, self.state.pairs(pairing.name), maildir, entries)
+                         for pairing, maildir, entries in changed]
+        gone = [g for pairing, pairs, maildir, entries in changed_pairs
                 for g in self._gone(pairing, pairs, entries)]
         if not gone:
             return
-        arrivals = [a for pairing, pairs, maildir, entries in changed
+        arrivals = [a for pairing, pairs, maildir, entries in changed_pairs
                     for a in self._arrivals(pairing, pairs, maildir, entries)]
         found = moves.match_moves(self._with_server_meta(gone), arrivals)
         for move in found:
@@ -161,8 +171,9 @@ class LocalMoves:
             self.reporter.detail(f"account {self.account.name}: moved {len(found)} "
                                  "message(s) on the server as they were moved locally")
 
-    def _changed_folders(self) -> list[tuple[FolderPairing, list[Pair], Maildir,
-                                             dict[str, Entry]]]:
+    def _changed_folders(self) -> list[tuple[FolderPairing, Maildir, dict[str, Entry]]]:
+        """The folders changed locally since the last run, listed; each listing is kept
+        in self.scans with the stamp taken before it, for the folder's own sync."""
         out = []
         for pairing in self.pairings:
             record = self.state.folder_record(pairing.name)
@@ -176,7 +187,10 @@ class LocalMoves:
             stamp = maildir.stamp()
             if stamp is not None and stamp == record.local_stamp:
                 continue   # nothing left or arrived here since the last run
-            out.append((pairing, self.state.pairs(pairing.name), maildir, maildir.scan()))
+            entries = maildir.scan()
+            if stamp is not None:
+                self.scans[pairing.name] = (stamp, entries)
+            out.append((pairing, maildir, entries))
         return out
 
     def _gone(self, pairing: FolderPairing, pairs: list[Pair],
@@ -316,8 +330,10 @@ class FolderSync:
     def __init__(self, session: imap.ImapSession, account: Account, state: State,
                  reporter: Reporter, options: SyncOptions, pairing: FolderPairing,
                  result: FolderResult, plan_lines: list[str],
-                 on_work: Callable[[], None] = lambda: None) -> None:
+                 on_work: Callable[[], None] = lambda: None,
+                 listed: tuple[str, dict[str, Entry]] | None = None) -> None:
         self.session, self.account, self.state = session, account, state
+        self.listed = listed   # (stamp, entries) of a listing earlier in this run
         self.on_work = on_work
         self.reporter, self.options, self.pairing = reporter, options, pairing
         self.result, self.plan_lines = result, plan_lines
@@ -343,7 +359,7 @@ class FolderSync:
         if self._unchanged_since(record, status, stamp):
             return
         self.on_work()   # other folders may now start on more connections
-        self.entries = self.maildir.scan()
+        self.entries = self._scan(stamp)
         if not self.options.dry_run:
             self._settle_intents()
         last = self._last_pairs(status)
@@ -366,6 +382,14 @@ class FolderSync:
         self.stamp_before = stamp
         self.finished = True
         crashpoints.step("folder-done")
+
+    def _scan(self, stamp: str | None) -> dict[str, Entry]:
+        """The folder's files: the listing taken earlier in this run when the folder's
+        stamp is still the one taken before it (a settled stamp: any change since would
+        have changed it), else a fresh one."""
+        if stamp is not None and self.listed is not None and self.listed[0] == stamp:
+            return dict(self.listed[1])
+        return self.maildir.scan()
 
     def stamp_after_run(self) -> str | None:
         """The local folder's stamp as this run left it, when a fresh listing taken after

@@ -4,8 +4,12 @@ Anything less than a sure match is uploaded and expunged as before."""
 
 from __future__ import annotations
 
+import time
+from collections import Counter
+
 import pytest
 
+from mailsync.maildir import FINE_SETTLE
 from mailsync.moves import Arrival, Gone, match_moves
 from tests.corpus import make_corpus, make_message
 
@@ -144,3 +148,46 @@ def test_a_move_killed_at_each_step_is_settled_by_the_next_run(imap_account, tmp
         assert b"$Project" in keywords(s, "Archive", MAIL[0])
     again = summary(s.sync())
     assert again["uploaded"] == again["downloaded"] == again["deleted_remote"] == 0, again
+
+
+def _sync_in_process(s, monkeypatch, *args: str) -> int:
+    """One `mailsync sync` in this process, where a test can watch or patch it."""
+    from mailsync.cli import main
+    monkeypatch.setenv("MAILSYNC_CONFIG", str(s.acct.config))
+    with pytest.raises(SystemExit) as done:
+        main(["-c", str(s.acct.config), "-q", "sync", *args])
+    return done.value.code
+
+
+def test_mail_arriving_after_the_move_check_is_still_synced(imap_account, monkeypatch):
+    from mailsync import sync
+    s = synced(imap_account)
+    new, late = make_corpus(8)[6:]
+    s.local.deliver("INBOX", new)          # two folders changed: the move check lists both
+    s.local.deliver("Archive", new)
+    time.sleep(2 * FINE_SETTLE)            # settled stamps, as for a user's changes
+    check = sync.LocalMoves.run
+
+    def check_then_deliver(self):
+        check(self)
+        s.local.deliver("Archive", late)   # after that listing, before Archive's sync
+    monkeypatch.setattr(sync.LocalMoves, "run", check_then_deliver)
+    assert _sync_in_process(s, monkeypatch) == 0
+    assert late in s.remote.bodies("Archive") and new in s.remote.bodies("INBOX")
+
+
+def test_a_folder_listed_by_the_move_check_is_not_listed_again_for_its_sync(
+        imap_account, monkeypatch, mocker):
+    from mailsync.maildir import Maildir
+    s = synced(imap_account)
+    new = make_corpus(7)[6]
+    s.local.deliver("INBOX", new)
+    s.local.deliver("Archive", new)
+    time.sleep(2 * FINE_SETTLE)
+    scans = mocker.spy(Maildir, "scan")
+    assert _sync_in_process(s, monkeypatch) == 0
+    listed = Counter(str(call.args[0].path) for call in scans.call_args_list)
+    # The move check's listing serves each folder's sync too (the uploads leave the
+    # folders as they were, so there is no listing after the run either).
+    assert listed == {str(s.local.path("INBOX")): 1, str(s.local.path("Archive")): 1}, listed
+    assert s.remote.bodies("INBOX").count(new) == s.remote.bodies("Archive").count(new) == 1
