@@ -67,7 +67,21 @@ def file_name(key: str, flags: Iterable[str]) -> str:
     return f"{key}{INFO_SEP}{''.join(sorted(set(flags)))}"
 
 
-FINE_SETTLE = 0.025      # seconds: several kernel clock ticks
+_CLOCK_REALTIME_COARSE = 5   # Linux: the clock file times are taken from (one per tick)
+
+
+def _fine_settle() -> float:
+    """Seconds after which a later change is sure to get a later sub-second file time:
+    two ticks of the kernel's coarse clock, which Linux stamps file times with (4 ms at
+    HZ=250), and a millisecond to spare; 25 ms where that clock cannot be asked."""
+    try:
+        tick = time.clock_getres(_CLOCK_REALTIME_COARSE) if sys.platform == "linux" else 0
+    except OSError:
+        tick = 0
+    return 2 * tick + 0.001 if 0 < tick <= 0.010 else 0.025
+
+
+FINE_SETTLE = _fine_settle()
 COARSE_SETTLE = 2.0      # seconds: file systems with 1 s (or FAT's 2 s) times
 
 
@@ -158,6 +172,18 @@ class Maildir:
                 key, flags = split_name(filename)
                 entries[key] = Entry(key, sub, filename, flags)
         return entries
+
+    def relpaths(self) -> set[str]:
+        """The relpath of every message file in new/ and cur/: a listing without parsing
+        the names, to compare with what a scan() found."""
+        out: set[str] = set()
+        for sub in ("new", "cur"):
+            try:
+                names = os.listdir(f"{self._root}/{sub}")
+            except FileNotFoundError:
+                continue
+            out.update(f"{sub}/{name}" for name in names if not name.startswith("."))
+        return out
 
     def stamp(self) -> str | None:
         """What new/ and cur/ look like now, to tell next time that nothing changed.

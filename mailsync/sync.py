@@ -401,9 +401,8 @@ class FolderSync:
         after = self.maildir.stamp()
         if after is None or after == self.stamp_before:
             return None
-        listed = {key: e.relpath for key, e in self.maildir.scan().items()}
-        left = {key: e.relpath for key, e in self.entries.items()}
-        return after if listed == left else None
+        left = {e.relpath for e in self.entries.values()}
+        return after if self.maildir.relpaths() == left else None
 
     def _unchanged_since(self, record: FolderRecord | None, status: imap.FolderStatus,
                          stamp: str | None) -> bool:

@@ -57,3 +57,43 @@ def test_without_syncfs_each_file_is_fsynced_on_close(tmp_path, monkeypatch):
     f.write(b"x\n")
     f.close(durable=False)
     assert synced
+
+
+def _deliver(box: md.Maildir, body: bytes, flags: str = "") -> md.Entry:
+    name = md.unique_name()
+    f = box.open_tmp(name)
+    f.write(body)
+    f.close(durable=True)
+    return box.publish_as(name, name, flags)
+
+
+def test_a_folder_changed_this_instant_has_no_stamp_yet(tmp_path):
+    box = md.Maildir(tmp_path / "Mail")
+    box.create()
+    _deliver(box, b"Subject: a\n\nx\n")
+    assert box.stamp() is None      # a change in the same clock tick would not show
+
+
+def test_any_change_after_a_stamp_is_given_changes_the_stamp(tmp_path):
+    # The promise the skip of unchanged folders rests on, at the edge of the clock tick:
+    # change the folder the moment stamp() first answers, many times over.
+    box = md.Maildir(tmp_path / "Mail")
+    box.create()
+    entry = _deliver(box, b"Subject: a\n\nx\n")
+    for i in range(20):
+        while (before := box.stamp()) is None:
+            pass
+        entry = box.set_flags(entry, "S" if i % 2 == 0 else "", "DFPRST")
+        while (after := box.stamp()) is None:
+            pass
+        assert after != before, i
+
+
+def test_relpaths_lists_what_scan_finds(tmp_path):
+    box = md.Maildir(tmp_path / "Mail")
+    box.create()
+    _deliver(box, b"Subject: a\n\nx\n")
+    _deliver(box, b"Subject: b\n\nx\n", "S")
+    (box.path / "cur" / ".hidden").write_bytes(b"")
+    assert box.relpaths() == {e.relpath for e in box.scan().values()}
+    assert len(box.relpaths()) == 2
