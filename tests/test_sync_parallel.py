@@ -55,6 +55,32 @@ def test_two_connections_sync_every_folder_like_one(imap_account, make_account, 
     assert_settles(s, expected)
 
 
+def test_folders_are_reported_in_the_same_order_with_one_or_two_connections(
+        imap_account, make_account, dovecot):
+    order = []
+    for connections in (1, 2):
+        s, _ = account(imap_account)
+        with CutProxy(dovecot.host, dovecot.imaps_port) as proxy:
+            result = via(make_account, s, proxy, connections=connections).run("--json", "sync")
+        assert result.code == 0, result.err
+        order.append([f["name"] for f in result.json["accounts"][0]["folders"]])
+    assert order[0] == order[1] and set(order[0]) == set(SEED)
+
+
+def test_with_several_connections_the_folders_with_most_mail_start_first():
+    from mailsync.folders import FolderPairing
+    from mailsync.imap import FolderStatus
+    from mailsync.sync import _largest_first
+
+    def pairing(name, messages):
+        status = None if messages is None else FolderStatus(1, messages + 1, messages)
+        return FolderPairing(name, name, None, True, listed_status=status)
+    pairings = [pairing("Lists", 10), pairing("Unknown", None), pairing("Old", 10),
+                pairing("INBOX", 400), pairing("Work", 30)]
+    assert [pairings[i].name for i in _largest_first(pairings)] == [
+        "INBOX", "Work", "Lists", "Old", "Unknown"]
+
+
 def test_one_connection_when_configured(imap_account, make_account, dovecot):
     s, expected = account(imap_account)
     with CutProxy(dovecot.host, dovecot.imaps_port) as proxy:
