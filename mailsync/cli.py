@@ -201,7 +201,6 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code)
 
 
-
 def entry() -> None:
     """The installed command and `python -m mailsync`: main(), then leave without the
     interpreter's teardown, which frees every module and object one by one (9 ms, a
