@@ -121,10 +121,11 @@ def report(times: dict[str, list[float]]) -> list[str]:
     t = bench.TARGETS
     if "mbsync initial" in med and "write, 1 conn" in med:
         best = min(med["write, 1 conn"], med["write, 2 conn"])
+        fetch = min(med["download, 1 conn"], med["download, 2 conn"])
         base = med["mbsync initial"]
         lines.append(f"initial: target {t['initial']}x mbsync = {t['initial'] * base:.2f} s; "
-                     f"bare download alone {min(med['download, 1 conn'], med['download, 2 conn']):.2f} s, "
-                     f"bare download + write (not durable) {best:.2f} s = {best / base:.2f}x mbsync")
+                     f"bare download alone {fetch:.2f} s, bare download + write (not "
+                     f"durable) {best:.2f} s = {best / base:.2f}x mbsync")
     if "mbsync noop" in med and "login" in med:
         base = med["mbsync noop"]
         lines.append(f"no-op: target {t['noop']}x mbsync = {t['noop'] * base:.3f} s; Python "
