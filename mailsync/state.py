@@ -291,6 +291,13 @@ class State:
                                "AND key IS NOT NULL AND placeholder = 0", (folder,))
         return {key for key, in rows}
 
+    def paired_elsewhere(self, key: str, folder: str) -> list[tuple[str, int]]:
+        """(folder, uid) of the pairs of Maildir key `key` in folders other than
+        `folder`: where a message moved from keeps it until its move is recorded."""
+        rows = self.db.execute("SELECT folder, uid FROM pairs WHERE key = ? AND folder != ? "
+                               "AND uid IS NOT NULL", (key, folder))
+        return [(f, uid) for f, uid in rows]
+
     def put_pairs(self, folder: str, pairs: Iterable[Pair]) -> None:
         """Store pairs, each replacing any pair that shares its uid or its key."""
         with self.transaction():
@@ -347,6 +354,20 @@ class State:
                 self.db.execute("INSERT INTO pairs VALUES (?, ?, ?, ?, ?)",
                                 (folder, pair.uid, pair.key, "".join(sorted(pair.flags)),
                                  int(pair.placeholder)))
+
+    def complete_move(self, source: str, uid: int, key: str | None, intent: Intent,
+                      pair: Pair | None) -> None:
+        """In one transaction: a message left folder `source` (its pair there is
+        forgotten) for the intent's folder, where it is paired when its new UID is known
+        (pair), else the intent stays for that folder's sync to settle."""
+        with self.transaction():
+            self._forget(source, uid, key)
+            if pair is not None:
+                self.db.execute("DELETE FROM intents WHERE id = ?", (intent.id,))
+                self._forget(intent.folder, pair.uid, pair.key)
+                self.db.execute("INSERT INTO pairs VALUES (?, ?, ?, ?, ?)",
+                                (intent.folder, pair.uid, pair.key,
+                                 "".join(sorted(pair.flags)), int(pair.placeholder)))
 
     def count_pairs(self) -> dict[str, int]:
         return dict(self.db.execute("SELECT folder, count(*) FROM pairs GROUP BY folder"))

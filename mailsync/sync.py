@@ -161,6 +161,7 @@ class LocalMoves:
         self.scans: dict[str, tuple[str, dict[str, Entry]]] = {}
 
     def run(self) -> None:
+        self._settle_interrupted_moves()
         if not ({"MOVE", "UIDPLUS"} & set(self.session.capabilities)):
             return
         changed = self._changed_folders()
@@ -183,6 +184,29 @@ class LocalMoves:
         if found:
             self.reporter.detail(f"account {self.account.name}: moved {len(found)} "
                                  "message(s) on the server as they were moved locally")
+
+    def _settle_interrupted_moves(self) -> None:
+        """A move killed after its UID MOVE and before its record left its upload intent
+        in the destination and its pair in the source (same Maildir key). Settled here,
+        before any folder syncs: if the source's UID is gone and the destination holds the
+        Message-ID once, the move happened; it is recorded as _move records it. Left to
+        the folders' syncs, the source would take its UID for deleted on the server, and
+        delete the file if the user had moved it back meanwhile."""
+        for pairing in self.pairings:
+            for intent in self.state.intents(pairing.name):
+                if intent.kind != "upload" or not intent.token or intent.key is None:
+                    continue
+                sources = self.state.paired_elsewhere(intent.key, pairing.name)
+                if len(sources) != 1:
+                    continue              # a new file's upload (no pair elsewhere)
+                folder, uid = sources[0]
+                self.session.select(folder)
+                if self.session.fetch_meta([uid]):
+                    continue              # not moved: the folders' syncs settle it
+                self.session.select(pairing.name)
+                found = self.session.find_by_message_id(intent.token)
+                pair = Pair(found[0], intent.key, intent.flags) if len(found) == 1 else None
+                self.state.complete_move(folder, uid, intent.key, intent, pair)
 
     def _changed_folders(self) -> list[tuple[FolderPairing, Maildir, dict[str, Entry]]]:
         """The folders changed locally since the last run, listed; each listing is kept
@@ -258,11 +282,13 @@ class LocalMoves:
         self.session.select(g.folder)
         mapping = self.session.move([g.uid], a.folder)
         crashpoints.step("moved")
-        if mapping and g.uid in mapping:
-            # The server's flags as last synced: the destination's own sync then carries
-            # any flag the user changed while moving.
-            self.state.complete(a.folder, [intent], [Pair(mapping[g.uid], a.key, g.flags)])
-        # else: the destination's sync settles the intent by its Message-ID
+        # The source's pair goes now, not at the source's own sync: a user who moves the
+        # message back meanwhile would have that sync take it for deleted on the server.
+        # The destination's pair holds the server's flags as last synced, so its sync
+        # carries any flag the user changed while moving; without the new UID, that
+        # sync settles the intent by its Message-ID.
+        pair = Pair(mapping[g.uid], a.key, g.flags) if mapping and g.uid in mapping else None
+        self.state.complete_move(g.folder, g.uid, g.key, intent, pair)
 
 
 class SharedReporter:

@@ -191,3 +191,44 @@ def test_a_folder_listed_by_the_move_check_is_not_listed_again_for_its_sync(
     # folders as they were, so there is no listing after the run either).
     assert listed == {str(s.local.path("INBOX")): 1, str(s.local.path("Archive")): 1}, listed
     assert s.remote.bodies("INBOX").count(new) == s.remote.bodies("Archive").count(new) == 1
+
+
+def test_a_message_moved_back_while_its_move_is_synced_is_not_lost(imap_account,
+                                                                     monkeypatch):
+    # The user moves a message, mailsync moves it on the server, and before the old
+    # folder's own sync the user moves it back: the old folder's record of it must not
+    # make that sync take it for deleted on the server (and delete the file).
+    from mailsync import sync
+    s = synced(imap_account)
+    s.local.move("INBOX", MAIL[0], "Archive")
+    time.sleep(2 * FINE_SETTLE)
+    check = sync.LocalMoves.run
+
+    def check_then_move_back(self):
+        check(self)
+        s.local.move("Archive", MAIL[0], "INBOX")
+    monkeypatch.setattr(sync.LocalMoves, "run", check_then_move_back)
+    assert _sync_in_process(s, monkeypatch) == 0
+    assert s.sync().code == 0
+    for side in (s.local, s.remote):
+        assert side.bodies("INBOX").count(MAIL[0]) == 1, side
+        assert MAIL[0] not in side.bodies("Archive"), side
+
+
+def test_a_move_killed_after_the_server_moved_then_moved_back_is_not_lost(
+        imap_account, tmp_path):
+    # Killed between the UID MOVE and its record; before the next run the user moves
+    # the message back. The old folder's record of it must not make that run delete it.
+    s = synced(imap_account)
+    s.local.move("INBOX", MAIL[0], "Archive")
+    log = tmp_path / "steps"
+    proc = s.acct.popen("--no-progress", "sync",
+                        env={"MAILSYNC_CRASH_AT": "2", "MAILSYNC_CRASH_COUNT": str(log)})
+    proc.communicate(timeout=120)
+    assert proc.returncode == -9 and log.read_text().split()[-1] == "moved"
+    s.local.move("Archive", MAIL[0], "INBOX")
+    assert s.sync().code == 0
+    assert s.sync().code == 0
+    for side in (s.local, s.remote):
+        assert side.bodies("INBOX").count(MAIL[0]) == 1, side
+        assert MAIL[0] not in side.bodies("Archive"), side
