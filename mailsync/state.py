@@ -347,13 +347,16 @@ class State:
     def complete(self, folder: str, done: Iterable[Intent], pairs: Iterable[Pair]) -> None:
         """In one transaction: drop the intents and record the pairs their IO produced."""
         with self.transaction():
-            for intent in done:
-                self.db.execute("DELETE FROM intents WHERE id = ?", (intent.id,))
-            for pair in pairs:
-                self._forget(folder, pair.uid, pair.key)
-                self.db.execute("INSERT INTO pairs VALUES (?, ?, ?, ?, ?)",
-                                (folder, pair.uid, pair.key, "".join(sorted(pair.flags)),
-                                 int(pair.placeholder)))
+            self._complete(folder, done, pairs)
+
+    def _complete(self, folder: str, done: Iterable[Intent], pairs: Iterable[Pair]) -> None:
+        for intent in done:
+            self.db.execute("DELETE FROM intents WHERE id = ?", (intent.id,))
+        for pair in pairs:
+            self._forget(folder, pair.uid, pair.key)
+            self.db.execute("INSERT INTO pairs VALUES (?, ?, ?, ?, ?)",
+                            (folder, pair.uid, pair.key, "".join(sorted(pair.flags)),
+                             int(pair.placeholder)))
 
     def complete_move(self, source: str, uid: int, key: str | None, intent: Intent,
                       pair: Pair | None) -> None:
@@ -363,11 +366,7 @@ class State:
         with self.transaction():
             self._forget(source, uid, key)
             if pair is not None:
-                self.db.execute("DELETE FROM intents WHERE id = ?", (intent.id,))
-                self._forget(intent.folder, pair.uid, pair.key)
-                self.db.execute("INSERT INTO pairs VALUES (?, ?, ?, ?, ?)",
-                                (intent.folder, pair.uid, pair.key,
-                                 "".join(sorted(pair.flags)), int(pair.placeholder)))
+                self._complete(intent.folder, [intent], [pair])
 
     def count_pairs(self) -> dict[str, int]:
         return dict(self.db.execute("SELECT folder, count(*) FROM pairs GROUP BY folder"))
