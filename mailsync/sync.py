@@ -198,13 +198,16 @@ class LocalMoves:
                     continue
                 sources = self.state.paired_elsewhere(intent.key, pairing.name)
                 if len(sources) != 1:
-                    continue              # a new file's upload (no pair elsewhere)
+                    continue              # a new file's upload: no one pair elsewhere
                 folder, uid = sources[0]
-                self.session.select(folder)
-                if self.session.fetch_meta([uid]):
-                    continue              # not moved: the folders' syncs settle it
-                self.session.select(pairing.name)
-                found = self.session.find_by_message_id(intent.token)
+                try:
+                    self.session.select(folder)
+                    if self.session.fetch_meta([uid]):
+                        continue          # not moved: the folders' syncs settle it
+                    self.session.select(pairing.name)
+                    found = self.session.find_by_message_id(intent.token)
+                except imap.CommandRefused:
+                    continue              # a folder gone meanwhile: its sync says so
                 pair = Pair(found[0], intent.key, intent.flags) if len(found) == 1 else None
                 self.state.complete_move(folder, uid, intent.key, intent, pair)
 

@@ -232,3 +232,23 @@ def test_a_move_killed_after_the_server_moved_then_moved_back_is_not_lost(
     for side in (s.local, s.remote):
         assert side.bodies("INBOX").count(MAIL[0]) == 1, side
         assert MAIL[0] not in side.bodies("Archive"), side
+
+
+def test_an_interrupted_move_from_a_folder_deleted_since_does_not_stop_the_sync(
+        imap_account, tmp_path):
+    s = synced(imap_account)
+    s.local.move("Archive", MAIL[4], "INBOX")
+    log = tmp_path / "steps"
+    proc = s.acct.popen("--no-progress", "sync",
+                        env={"MAILSYNC_CRASH_AT": "2", "MAILSYNC_CRASH_COUNT": str(log)})
+    proc.communicate(timeout=120)
+    assert proc.returncode == -9 and log.read_text().split()[-1] == "moved"
+    s.remote.delete_folder("Archive")
+    news = make_corpus(9)[8]
+    s.remote.append("INBOX", news)
+    first = s.sync()
+    assert "Traceback" not in first.err, first.err
+    # Archive is reported gone (exit 1); INBOX syncs all the same.
+    assert news in s.local.bodies("INBOX")
+    for side in (s.local, s.remote):
+        assert side.bodies("INBOX").count(MAIL[4]) == 1, side
