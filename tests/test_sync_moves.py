@@ -215,17 +215,22 @@ def test_a_message_moved_back_while_its_move_is_synced_is_not_lost(imap_account,
         assert MAIL[0] not in side.bodies("Archive"), side
 
 
+def _killed_just_after_the_server_move(s, tmp_path) -> None:
+    """A sync SIGKILLed between its UID MOVE and the record of it."""
+    log = tmp_path / "steps"
+    proc = s.acct.popen("--no-progress", "sync",
+                        env={"MAILSYNC_CRASH_AT": "2", "MAILSYNC_CRASH_COUNT": str(log)})
+    proc.communicate(timeout=120)
+    assert proc.returncode == -9 and log.read_text().split()[-1] == "moved"
+
+
 def test_a_move_killed_after_the_server_moved_then_moved_back_is_not_lost(
         imap_account, tmp_path):
     # Killed between the UID MOVE and its record; before the next run the user moves
     # the message back. The old folder's record of it must not make that run delete it.
     s = synced(imap_account)
     s.local.move("INBOX", MAIL[0], "Archive")
-    log = tmp_path / "steps"
-    proc = s.acct.popen("--no-progress", "sync",
-                        env={"MAILSYNC_CRASH_AT": "2", "MAILSYNC_CRASH_COUNT": str(log)})
-    proc.communicate(timeout=120)
-    assert proc.returncode == -9 and log.read_text().split()[-1] == "moved"
+    _killed_just_after_the_server_move(s, tmp_path)
     s.local.move("Archive", MAIL[0], "INBOX")
     assert s.sync().code == 0
     assert s.sync().code == 0
@@ -238,11 +243,7 @@ def test_an_interrupted_move_from_a_folder_deleted_since_does_not_stop_the_sync(
         imap_account, tmp_path):
     s = synced(imap_account)
     s.local.move("Archive", MAIL[4], "INBOX")
-    log = tmp_path / "steps"
-    proc = s.acct.popen("--no-progress", "sync",
-                        env={"MAILSYNC_CRASH_AT": "2", "MAILSYNC_CRASH_COUNT": str(log)})
-    proc.communicate(timeout=120)
-    assert proc.returncode == -9 and log.read_text().split()[-1] == "moved"
+    _killed_just_after_the_server_move(s, tmp_path)
     s.remote.delete_folder("Archive")
     news = make_corpus(9)[8]
     s.remote.append("INBOX", news)
