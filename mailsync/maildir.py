@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from mailsync.errors import LocalIOError, local_io_error
 
@@ -161,29 +161,25 @@ class Maildir:
     def scan(self) -> dict[str, Entry]:
         """Every message in new/ and cur/, by key."""
         entries: dict[str, Entry] = {}
-        for sub in ("new", "cur"):
-            try:
-                names = os.listdir(self.path / sub)
-            except FileNotFoundError:
-                continue
-            for filename in names:
-                if filename.startswith("."):
-                    continue
-                key, flags = split_name(filename)
-                entries[key] = Entry(key, sub, filename, flags)
+        for sub, filename in self._listing():
+            key, flags = split_name(filename)
+            entries[key] = Entry(key, sub, filename, flags)
         return entries
 
     def relpaths(self) -> set[str]:
         """The relpath of every message file in new/ and cur/: a listing without parsing
         the names, to compare with what a scan() found."""
-        out: set[str] = set()
+        return {f"{sub}/{filename}" for sub, filename in self._listing()}
+
+    def _listing(self) -> Iterator[tuple[str, str]]:
+        """(subdir, file name) of every message file, new/ listed before cur/: a file a
+        client moves from new/ to cur/ meanwhile is then seen at least once."""
         for sub in ("new", "cur"):
             try:
                 names = os.listdir(f"{self._root}/{sub}")
             except FileNotFoundError:
                 continue
-            out.update(f"{sub}/{name}" for name in names if not name.startswith("."))
-        return out
+            yield from ((sub, name) for name in names if not name.startswith("."))
 
     def stamp(self) -> str | None:
         """What new/ and cur/ look like now, to tell next time that nothing changed.

@@ -291,12 +291,18 @@ class State:
                                "AND key IS NOT NULL AND placeholder = 0", (folder,))
         return {key for key, in rows}
 
-    def paired_elsewhere(self, key: str, folder: str) -> list[tuple[str, int]]:
-        """(folder, uid) of the pairs of Maildir key `key` in folders other than
-        `folder`: where a message moved from keeps it until its move is recorded."""
-        rows = self.db.execute("SELECT folder, uid FROM pairs WHERE key = ? AND folder != ? "
-                               "AND uid IS NOT NULL", (key, folder))
-        return [(f, uid) for f, uid in rows]
+    def interrupted_moves(self) -> list[tuple[Intent, str, int]]:
+        """Upload intents whose file key is paired in exactly one other folder, with that
+        folder and UID: a move (see sync.LocalMoves) journalled but not recorded. A new
+        file's upload has a key no pair knows. One query; none at all is the usual."""
+        rows = self.db.execute(
+            "SELECT i.folder, i.kind, i.uid, i.key, i.flags, i.placeholder, i.token, i.id, "
+            "min(p.folder), min(p.uid) FROM intents i JOIN pairs p ON p.key = i.key "
+            "AND p.folder != i.folder AND p.uid IS NOT NULL "
+            "WHERE i.kind = 'upload' AND i.token IS NOT NULL "
+            "GROUP BY i.id HAVING count(*) = 1 ORDER BY i.id")
+        return [(Intent(f, k, u, key, frozenset(fl), bool(ph), t, i), source, uid)
+                for f, k, u, key, fl, ph, t, i, source, uid in rows]
 
     def put_pairs(self, folder: str, pairs: Iterable[Pair]) -> None:
         """Store pairs, each replacing any pair that shares its uid or its key."""

@@ -149,10 +149,10 @@ class LocalMoves:
     before the folders sync (see mailsync.moves), instead of uploaded and expunged.
 
     Crash safety: each move is journalled in the destination folder as an upload
-    (token: the Message-ID) before the MOVE, and the pair is recorded after it; a crash
-    in between is settled like an interrupted upload: the destination is searched for
-    the Message-ID. The source's pair is forgotten by the source folder's own sync,
-    which finds the message gone from both sides."""
+    (token: the Message-ID) before the MOVE; after it, one transaction records the
+    destination's pair and forgets the source's. A crash in between is settled by the
+    next run before any folder syncs (_settle_interrupted_moves), else like an
+    interrupted upload: the destination is searched for the Message-ID."""
 
     def __init__(self, session: imap.ImapSession, account: Account, state: State,
                  reporter: Reporter, pairings: list[FolderPairing]) -> None:
@@ -192,24 +192,20 @@ class LocalMoves:
         Message-ID once, the move happened; it is recorded as _move records it. Left to
         the folders' syncs, the source would take its UID for deleted on the server, and
         delete the file if the user had moved it back meanwhile."""
-        for pairing in self.pairings:
-            for intent in self.state.intents(pairing.name):
-                if intent.kind != "upload" or not intent.token or intent.key is None:
-                    continue
-                sources = self.state.paired_elsewhere(intent.key, pairing.name)
-                if len(sources) != 1:
-                    continue              # a new file's upload: no one pair elsewhere
-                folder, uid = sources[0]
-                try:
-                    self.session.select(folder)
-                    if self.session.fetch_meta([uid]):
-                        continue          # not moved: the folders' syncs settle it
-                    self.session.select(pairing.name)
-                    found = self.session.find_by_message_id(intent.token)
-                except imap.CommandRefused:
-                    continue              # a folder gone meanwhile: its sync says so
-                pair = Pair(found[0], intent.key, intent.flags) if len(found) == 1 else None
-                self.state.complete_move(folder, uid, intent.key, intent, pair)
+        synced = {pairing.name for pairing in self.pairings}
+        for intent, folder, uid in self.state.interrupted_moves():
+            if intent.folder not in synced:
+                continue                  # a folder this run leaves alone
+            try:
+                self.session.select(folder)
+                if self.session.fetch_meta([uid]):
+                    continue              # not moved: the folders' syncs settle it
+                self.session.select(intent.folder)
+                found = self.session.find_by_message_id(intent.token)
+            except imap.CommandRefused:
+                continue                  # a folder gone meanwhile: its sync says so
+            pair = Pair(found[0], intent.key, intent.flags) if len(found) == 1 else None
+            self.state.complete_move(folder, uid, intent.key, intent, pair)
 
     def _changed_folders(self) -> list[tuple[FolderPairing, Maildir, dict[str, Entry]]]:
         """The folders changed locally since the last run, listed; each listing is kept

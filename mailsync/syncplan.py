@@ -92,7 +92,7 @@ MASS_DELETE_HINT = "rerun with --allow-mass-delete if this is intended"
 TRANSFER, FLAGS, DELETE = 1, 2, 3
 
 
-_FLAG_SETS: dict[str, frozenset[str]] = {}   # "FS" -> frozenset("FS"): 64 at most
+_FLAG_SETS: dict[str, frozenset[str]] = {}   # "FS" -> frozenset("FS"), per spelling seen
 
 
 def _flags(value: Iterable[str]) -> frozenset[str]:
