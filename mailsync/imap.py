@@ -990,11 +990,21 @@ class ImapSession:
     def expunge(self, uids: Iterable[int]) -> None:
         """Mark exactly these UIDs \\Deleted and UID EXPUNGE them (needs UIDPLUS: a plain
         EXPUNGE would also remove mail other clients marked \\Deleted)."""
+        self.mark_deleted(uids)
+        self.expunge_marked(uids)
+
+    def mark_deleted(self, uids: Iterable[int]) -> None:
+        """The first half of expunge(): STORE +FLAGS \\Deleted on exactly these UIDs."""
         uids = sorted(set(uids))
-        if not uids:
-            return
-        self._need("UIDPLUS", "cannot expunge safely")
-        self._store(uids, "+FLAGS.SILENT", ["\\Deleted"])
+        if uids:
+            self._need("UIDPLUS", "cannot expunge safely")
+            self._store(uids, "+FLAGS.SILENT", ["\\Deleted"])
+
+    def expunge_marked(self, uids: Iterable[int]) -> None:
+        """The second half of expunge(): UID EXPUNGE exactly these (marked) UIDs."""
+        uids = sorted(set(uids))
+        if uids:
+            self._need("UIDPLUS", "cannot expunge safely")
         for uidset in uid_sets(uids):
             with self._guard("UID EXPUNGE"):
                 self._uid_command("EXPUNGE", uidset)

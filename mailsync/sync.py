@@ -780,7 +780,12 @@ class FolderSync:
     def _expunge_remote(self, actions: list[ExpungeRemote]) -> None:
         if not actions:
             return
-        self.session.expunge([a.uid for a in actions])
+        uids = [a.uid for a in actions]
+        # Two commands: a run that dies between them leaves the messages marked \Deleted,
+        # which the next run's plan takes as agreeing with the local deletion.
+        self.session.mark_deleted(uids)
+        crashpoints.step("marked-deleted")
+        self.session.expunge_marked(uids)
         crashpoints.step("expunged")
         self.state.forget_pairs(self.name, [(a.uid, a.key) for a in actions])
         self.result.deleted_remote += len(actions)

@@ -27,7 +27,10 @@ Decisions (where the contract left a choice)
   the archive, pull -> sync does not expunge what was deleted locally). A tombstone is
   forgotten once its remaining side is gone too.
 - Modification beats deletion in sync mode only (deleted locally + flags changed on the server
-  -> Download again; expunged on the server + flags changed locally -> Upload again). The
+  -> Download again; expunged on the server + flags changed locally -> Upload again), unless
+  the change marks the message deleted (T added): that side agrees with the deletion. It is
+  also what an expunge killed between its STORE \\Deleted and its UID EXPUNGE leaves, which
+  must not bring back the message the user deleted. The
   one-way modes record the master side's flags, so a change on the other side can't be told
   from a standing difference: in pull a server expunge always deletes locally, in push a
   local deletion always expunges (backup never deletes locally anyway).
@@ -462,14 +465,14 @@ def _plan_pair(p: Pair, r: RemoteMsg | None, lm: LocalMsg | None, policy: Policy
     if not r and not lm:                    # gone on both sides
         return [Forget(p.uid, p.key)]
     if r:                                   # deleted locally, still on the server
-        if mode == "sync" and r.flags != p.flags:
+        if mode == "sync" and _kept_by_change(p.flags, r.flags):
             # modification beats deletion: flags changed on the server -> fetch it again
             return [Download(r.uid, r.flags, _headers_only(r, policy))]
         if mode in ("sync", "push"):
             return [ExpungeRemote(p.uid, p.key)]
         return [Record(Pair(p.uid, None, r.flags))]          # pull/backup: stays local
     placeholder = p.placeholder or lm.placeholder           # expunged on the server, still local
-    if mode == "sync" and lm.flags != p.flags:
+    if mode == "sync" and _kept_by_change(p.flags, lm.flags):
         # modification beats deletion: flags changed locally -> upload it again; a stub
         # can't be uploaded, so it stays local only
         if not placeholder:
@@ -478,6 +481,12 @@ def _plan_pair(p: Pair, r: RemoteMsg | None, lm: LocalMsg | None, policy: Policy
     if mode in ("sync", "pull"):
         return [DeleteLocal(lm.key, p.uid)]
     return [Record(Pair(None, lm.key, lm.flags, placeholder))]  # backup/push: stays local
+
+
+def _kept_by_change(last: frozenset[str], now: frozenset[str]) -> bool:
+    """Flags changed on the side that still holds a message the other side deleted, and
+    not by marking it deleted (T): modification beats deletion."""
+    return now != last and "T" not in now - last
 
 
 def _plan_flags(p: Pair, r: RemoteMsg, lm: LocalMsg, policy: Policy) -> list[Action]:

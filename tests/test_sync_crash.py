@@ -300,3 +300,30 @@ def test_a_flag_change_killed_before_its_record_then_undone_stays_undone(imap_ac
     assert rerun(s, "after the undo")["flags_changed"] == 1
     world = {"INBOX": dict.fromkeys(CORPUS[:3], "")}
     assert_converged(s, world, f"flagged on the {side} side, killed, unflagged")
+
+
+def test_killed_between_marking_deleted_and_expunging_the_rerun_expunges(imap_account,
+                                                                            tmp_path):
+    """The user deletes a message locally; the sync dies after STORE +FLAGS \\Deleted and
+    before UID EXPUNGE. The server's new \\Deleted flag is not a change that saves the
+    message (modification beats deletion): the rerun expunges it, and never brings it
+    back to the Maildir."""
+    s = imap_account()
+    s.acct.server.seed(s.acct.user, CORPUS[:3])
+    assert s.sync().code == 0
+    deleted = CORPUS[1]
+    s.local.delete("INBOX", deleted)
+    steps = steps_of(s, tmp_path, "probe")        # a twin run on a copy learns the steps
+    assert "marked-deleted" in steps, steps
+    s.remote.close()
+
+    s = imap_account()
+    s.acct.server.seed(s.acct.user, CORPUS[:3])
+    assert s.sync().code == 0
+    s.local.delete("INBOX", deleted)
+    killed_sync(s, steps.index("marked-deleted") + 1)
+    assert s.remote.flags_by_body()[deleted] == "T", "the kill came before the mark"
+    summary = rerun(s, "killed between the mark and the expunge")
+    assert summary["downloaded"] == 0 and summary["deleted_remote"] == 1, summary
+    world = {"INBOX": {CORPUS[0]: "", CORPUS[2]: ""}}
+    assert_converged(s, world, "killed between the mark and the expunge")

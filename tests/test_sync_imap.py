@@ -180,6 +180,24 @@ def test_deleted_on_one_side_while_flagged_on_the_other_is_kept(imap_account):
     assert again["downloaded"] == again["uploaded"] == 0
 
 
+def test_deleted_on_one_side_while_marked_deleted_on_the_other_goes_from_both(imap_account):
+    """Marking a message deleted (\\Deleted, Maildir T) is no change that saves it from
+    the other side's deletion: both sides wanted it gone."""
+    s = seeded(imap_account)
+    s.sync()
+    gone_locally, gone_remotely = make_corpus(8)[2], make_corpus(8)[5]
+    s.local.delete("INBOX", gone_locally)
+    s.remote.set_flags("INBOX", s.remote.uid_of("INBOX", gone_locally), add="T")
+    s.remote.expunge("INBOX", s.remote.uid_of("INBOX", gone_remotely))
+    s.local.set_flags("INBOX", gone_remotely, "T")
+    summary = s.sync().json["accounts"][0]
+    assert summary["downloaded"] == summary["uploaded"] == 0, summary
+    assert summary["deleted_remote"] == summary["deleted_local"] == 1, summary
+    for body in (gone_locally, gone_remotely):
+        assert body not in s.remote.bodies() and body not in s.local.bodies()
+    agree(s)
+
+
 def client_commands(trace: str) -> list[str]:
     return [line for line in trace.splitlines() if line.startswith(">")]
 

@@ -175,6 +175,22 @@ def test_deleted_locally_but_flagged_on_server_is_kept():
     assert last == [P(1, local[0].key, "SF")]
 
 
+def test_deleted_locally_and_marked_deleted_on_server_is_expunged():
+    """The server's change is the deletion mark (another client's, or our own expunge
+    killed between its STORE \\Deleted and its UID EXPUNGE): both sides agree."""
+    assert plan([R(1, "ST")], [], [P(1, "k", "S")]).actions == (ExpungeRemote(1, "k"),)
+    assert plan([R(1, "FST")], [], [P(1, "k", "S")]).actions == (ExpungeRemote(1, "k"),)
+
+
+def test_expunged_on_server_and_marked_trashed_locally_is_deleted():
+    assert plan([], [L("k", "ST")], [P(1, "k", "S")]).actions == (DeleteLocal("k", 1),)
+
+
+def test_a_deletion_mark_already_synced_does_not_stop_modification_beating_deletion():
+    p = plan([R(1, "FT")], [], [P(1, "k", "T")])
+    assert p.actions == (Download(1, F("FT"), False),)
+
+
 def test_copies_come_before_flags_before_deletions():
     p = plan([R(1), R(2), R(5)], [L("a"), L("new", "S")], [P(1, "a"), P(2, "b", ""), P(3, "c")])
     phases = [a.phase for a in p.actions]

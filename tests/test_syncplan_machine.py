@@ -3,9 +3,10 @@
 Each message carries a content id (cid) the test tracks. After every completed sync in mode
 sync: both sides hold the same messages with the same flags, nothing the user did not delete
 is lost, nothing is duplicated, every flag the user changed on either side since the last
-sync arrives on both (modification beats deletion), and planning again plans nothing.
-Interrupted syncs run only a prefix of a plan (recording only what was done, sometimes doing
-one more flag or delete action whose record is lost); one rule crashes after every step in
+sync arrives on both (modification beats deletion, unless the change is the deletion mark T),
+and planning again plans nothing. Interrupted syncs run only a prefix of a plan (recording
+only what was done, sometimes doing one more flag or delete action whose record is lost, or
+only the STORE \\Deleted half of an expunge); one rule crashes after every step in
 turn and checks that resuming gives what a clean sync gives. Pull, push and backup machines
 check their one-way promises, idempotence, and that nothing is lost or duplicated.
 """
@@ -167,7 +168,8 @@ class SyncModel(RuleBasedStateMachine):
     def expected(self):
         """The user's view of a sync: each flag either side changed since the sides last
         agreed ends up changed on both; a message deleted on one side and changed on the
-        other is kept; one deleted and unchanged is gone (None)."""
+        other is kept, unless the change marked it deleted (T); one deleted and unchanged
+        is gone (None)."""
         remote = {m["cid"]: m["flags"] for m in self.remote.values()}
         local = {m["cid"]: m["flags"] for m in self.local.values()}
         want = {}
@@ -182,7 +184,8 @@ class SyncModel(RuleBasedStateMachine):
                 want[cid] = (base | (r - base) | (l - base)) - ((base - r) | (base - l))
             else:
                 flags = remote.get(cid, local.get(cid))
-                want[cid] = flags if flags != base else None
+                kept = flags != base and "T" not in flags - base
+                want[cid] = flags if kept else None
         return want
 
     def check(self, want):
@@ -202,22 +205,31 @@ class SyncModel(RuleBasedStateMachine):
     def crash(self, actions, done, lost_record):
         """Run the first ``done`` actions with their records; if ``lost_record``, also run the
         next action's IO but lose its record (only for non-transfers: a transfer's intent is
-        journalled by the engine with the key / upload token chosen in advance)."""
+        journalled by the engine with the key / upload token chosen in advance); "half" runs
+        only the first command of an expunge (STORE +FLAGS \\Deleted, no UID EXPUNGE)."""
         self.run(actions[:done])
-        if lost_record:
+        if lost_record == "half":
+            self.remote[actions[done].uid]["flags"] |= {"T"}
+        elif lost_record:
             self.do_io(actions[done])
         self.synced, self.interrupted = False, True
 
     @staticmethod
-    def can_lose_record(actions, done):
-        return done < len(actions) and not isinstance(actions[done], TRANSFERS)
+    def ways_to_lose_record(actions, done):
+        """What a crash may leave of the action after the ``done`` first: nothing, its IO
+        without its record, or (an expunge) its first half."""
+        if done >= len(actions) or isinstance(actions[done], TRANSFERS):
+            return (False,)
+        if isinstance(actions[done], ExpungeRemote):
+            return (False, True, "half")
+        return (False, True)
 
     @rule(data=st.data())
     def interrupted_sync(self, data):
         """A sync dies part way; the user goes on working before the next one."""
         actions = self.plan()
         done = data.draw(st.integers(min_value=0, max_value=len(actions)))
-        lost = self.can_lose_record(actions, done) and data.draw(st.booleans())
+        lost = data.draw(st.sampled_from(self.ways_to_lose_record(actions, done)))
         self.crash(actions, done, lost)
 
     @rule()
@@ -227,7 +239,7 @@ class SyncModel(RuleBasedStateMachine):
         clean.sync()
         actions = self.plan()
         for done in range(len(actions) + 1):
-            for lost in (False, True)[: 1 + self.can_lose_record(actions, done)]:
+            for lost in self.ways_to_lose_record(actions, done):
                 twin = self.fork()
                 twin.crash(actions, done, lost)
                 twin.sync()
