@@ -13,8 +13,10 @@ the N-th step, MAILSYNC_CRASH_COUNT=PATH lists the steps of a clean run).
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -246,6 +248,57 @@ def test_incremental_sync_killed_at_every_step_then_rerun_converges(imap_account
     at_each(points, trial)
     print(f"incremental sync: {len(steps)} steps, killed at {len(points)} of them")
     assert len(points) == len(steps) >= 25
+
+
+def test_incremental_sync_killed_at_any_moment_then_rerun_converges(imap_account, tmp_path):
+    """SIGKILL at moments spread over a run's work rather than at its steps: inside a
+    command, between the two commands of an expunge, while another folder's thread is
+    half way through a batch. The rerun converges all the same."""
+    probe = imap_account()
+    world = seed_initial(probe)
+    assert probe.sync().code == 0
+    change_both_sides(probe, world)
+    first_step, ended = timed_run(probe, tmp_path / "probe.steps")
+    assert ended is not None, "the clean incremental sync did not end"
+    assert_converged(probe, world, "clean incremental sync")
+    probe.remote.close()
+    work = ended - first_step
+    moments = [work * k / 20 for k in range(20)]
+    killed = []
+
+    def trial(moment: float) -> None:
+        s = imap_account()
+        world = seed_initial(s)
+        assert s.sync().code == 0
+        change_both_sides(s, world)
+        _, ended = timed_run(s, tmp_path / f"{moment}.steps", kill_after=moment)
+        killed.append(ended is None)
+        label = f"incremental sync killed {moment * 1000:.1f} ms after its first step"
+        rerun(s, label)
+        assert_converged(s, world, label)
+        s.remote.close()
+
+    at_each(moments, trial)
+    print(f"work {work * 1000:.1f} ms: killed {sum(killed)} of {len(killed)} runs")
+    assert sum(killed) >= len(moments) // 4, "most runs ended before the kill"
+
+
+def timed_run(s, steps: Path, kill_after: float | None = None) -> tuple[float, float | None]:
+    """A sync whose first durable step is awaited (the step log appears), then killed
+    kill_after seconds later or left to end. (first step, end) in monotonic seconds;
+    end is None when the kill came first."""
+    proc = s.acct.popen("--no-progress", "sync", env={"MAILSYNC_CRASH_COUNT": str(steps)})
+    while not steps.exists() and proc.poll() is None:
+        time.sleep(0.0005)
+    first = time.monotonic()
+    if kill_after is not None:
+        time.sleep(kill_after)
+        proc.kill()
+    proc.communicate(timeout=120)
+    if proc.returncode == -9:
+        return first, None
+    assert proc.returncode == 0, f"the sync failed ({proc.returncode})"
+    return first, time.monotonic()
 
 
 @pytest.mark.parametrize("which", [1, 4])
