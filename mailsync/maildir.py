@@ -280,12 +280,16 @@ class Maildir:
         return target
 
     def replace(self, entry: Entry, name: str, flags: str) -> Entry:
-        """Put tmp/name in the place of entry (same key), atomically."""
+        """Put tmp/name in the place of entry (same key) with flags. Never two files for
+        the key, not even for a moment a crash could make last (a reader would show both,
+        a scan only one): the new content takes the old name, then the name its flags,
+        each an atomic rename."""
         target = _placed(entry.key, flags, entry.subdir)
+        old = self.path / entry.relpath
         try:
-            os.rename(self.path / "tmp" / name, self.path / target.relpath)
+            os.rename(self.path / "tmp" / name, old)
             if target.relpath != entry.relpath:
-                os.unlink(self.path / entry.relpath)
+                os.rename(old, self.path / target.relpath)
         except FileNotFoundError:
             pass
         except OSError as exc:

@@ -33,6 +33,50 @@ def test_a_batch_is_made_durable_before_any_file_is_renamed_into_place(tmp_path,
     assert len(mailbox.Maildir(tmp_path / "Mail", create=False)) == 3
 
 
+class Killed(BaseException):
+    pass
+
+
+@pytest.mark.parametrize("killed_at", [1, 2, None])
+def test_replacing_a_message_never_leaves_two_files_for_its_key(tmp_path, monkeypatch,
+                                                                 killed_at):
+    """A placeholder upgraded to the whole message, with new flags: killed after any
+    file operation, the folder holds one file for the key, never the note and the
+    message side by side."""
+    box = md.Maildir(tmp_path / "Mail")
+    box.create()
+    f = box.open_tmp("note")
+    f.write(b"Subject: big\n\n[placeholder]\n")
+    f.close()
+    entry = box.publish_as("note", "k1", "S")
+    f = box.open_tmp("whole")
+    f.write(b"Subject: big\n\nthe whole message\n")
+    f.close()
+    calls = []
+
+    def dying(real):
+        def op(*args):
+            calls.append(args)
+            if len(calls) == killed_at:
+                raise Killed()
+            return real(*args)
+        return op
+
+    monkeypatch.setattr(md.os, "rename", dying(md.os.rename))
+    monkeypatch.setattr(md.os, "unlink", dying(md.os.unlink))
+    if killed_at is None:
+        box.replace(entry, "whole", "FS")
+    else:
+        with pytest.raises(Killed):
+            box.replace(entry, "whole", "FS")
+    monkeypatch.undo()
+    files = [p for sub in ("new", "cur") for p in (tmp_path / "Mail" / sub).iterdir()]
+    assert len(files) == 1 and files[0].name.startswith("k1:2,"), files
+    if killed_at is None:
+        assert files[0].name == "k1:2,FS"
+        assert files[0].read_bytes().endswith(b"the whole message\n")
+
+
 def test_a_failed_syncfs_is_a_local_io_error(tmp_path, monkeypatch):
     box = md.Maildir(tmp_path / "Mail")
     box.create()
