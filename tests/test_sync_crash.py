@@ -250,36 +250,39 @@ def test_incremental_sync_killed_at_every_step_then_rerun_converges(imap_account
     assert len(points) == len(steps) >= 25
 
 
-def test_incremental_sync_killed_at_any_moment_then_rerun_converges(imap_account, tmp_path):
+@pytest.mark.parametrize("run", ["initial", "incremental"])
+def test_sync_killed_at_any_moment_then_rerun_converges(imap_account, tmp_path, run):
     """SIGKILL at moments spread over a run's work rather than at its steps: inside a
     command, between the two commands of an expunge, while another folder's thread is
     half way through a batch. The rerun converges all the same."""
-    probe = imap_account()
-    world = seed_initial(probe)
-    assert probe.sync().code == 0
-    change_both_sides(probe, world)
+    def prepared():
+        s = imap_account()
+        world = seed_initial(s)
+        if run == "incremental":
+            assert s.sync().code == 0
+            change_both_sides(s, world)
+        return s, world
+
+    probe, world = prepared()
     first_step, ended = timed_run(probe, tmp_path / "probe.steps")
-    assert ended is not None, "the clean incremental sync did not end"
-    assert_converged(probe, world, "clean incremental sync")
+    assert ended is not None, f"the clean {run} sync did not end"
+    assert_converged(probe, world, f"clean {run} sync")
     probe.remote.close()
     work = ended - first_step
     moments = [work * k / 20 for k in range(20)]
     killed = []
 
     def trial(moment: float) -> None:
-        s = imap_account()
-        world = seed_initial(s)
-        assert s.sync().code == 0
-        change_both_sides(s, world)
+        s, world = prepared()
         _, ended = timed_run(s, tmp_path / f"{moment}.steps", kill_after=moment)
         killed.append(ended is None)
-        label = f"incremental sync killed {moment * 1000:.1f} ms after its first step"
+        label = f"{run} sync killed {moment * 1000:.1f} ms after its first step"
         rerun(s, label)
         assert_converged(s, world, label)
         s.remote.close()
 
     at_each(moments, trial)
-    print(f"work {work * 1000:.1f} ms: killed {sum(killed)} of {len(killed)} runs")
+    print(f"{run}: work {work * 1000:.1f} ms: killed {sum(killed)} of {len(killed)} runs")
     assert sum(killed) >= len(moments) // 4, "most runs ended before the kill"
 
 
