@@ -369,7 +369,7 @@ def test_killed_between_marking_deleted_and_expunging_the_rerun_expunges(imap_ac
     assert s.sync().code == 0
     deleted = CORPUS[1]
     s.local.delete("INBOX", deleted)
-    steps = steps_of(s, tmp_path, "probe")        # a twin run on a copy learns the steps
+    steps = steps_of(s, tmp_path, "probe")   # a clean run learns the steps; a twin is killed
     assert "marked-deleted" in steps, steps
     s.remote.close()
 
