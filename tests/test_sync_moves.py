@@ -253,3 +253,24 @@ def test_an_interrupted_move_from_a_folder_deleted_since_does_not_stop_the_sync(
     assert news in s.local.bodies("INBOX")
     for side in (s.local, s.remote):
         assert side.bodies("INBOX").count(MAIL[4]) == 1, side
+
+
+def test_a_move_killed_after_the_server_moved_into_a_folder_holding_a_copy_is_not_doubled(
+        imap_account, tmp_path):
+    """The folder moved to already holds a copy with the same Message-ID (a message kept
+    in two folders). Killed between the UID MOVE and its record, the next run must pair
+    the moved message by its Message-ID with the copy not yet paired, not give up and
+    download it while uploading the local file."""
+    s = imap_account()
+    s.acct.server.seed(s.acct.user, MAIL[:4])
+    s.acct.server.seed(s.acct.user, [MAIL[0], *MAIL[4:]], folder="Archive")
+    assert s.sync().code == 0
+    s.local.move("INBOX", MAIL[0], "Archive")
+    _killed_just_after_the_server_move(s, tmp_path)
+    got = summary(s.sync())
+    assert got["uploaded"] == got["downloaded"] == 0, got
+    for side in (s.local, s.remote):
+        assert side.bodies("Archive").count(MAIL[0]) == 2, side
+        assert MAIL[0] not in side.bodies("INBOX"), side
+    again = summary(s.sync())
+    assert again["uploaded"] == again["downloaded"] == again["deleted_remote"] == 0, again
