@@ -307,11 +307,14 @@ class State:
     def put_pairs(self, folder: str, pairs: Iterable[Pair]) -> None:
         """Store pairs, each replacing any pair that shares its uid or its key."""
         with self.transaction():
-            for pair in pairs:
-                self._forget(folder, pair.uid, pair.key)
-                self.db.execute("INSERT INTO pairs VALUES (?, ?, ?, ?, ?)",
-                                (folder, pair.uid, pair.key, "".join(sorted(pair.flags)),
-                                 int(pair.placeholder)))
+            self._put(folder, pairs)
+
+    def _put(self, folder: str, pairs: Iterable[Pair]) -> None:
+        for pair in pairs:
+            self._forget(folder, pair.uid, pair.key)
+            self.db.execute("INSERT INTO pairs VALUES (?, ?, ?, ?, ?)",
+                            (folder, pair.uid, pair.key, "".join(sorted(pair.flags)),
+                             int(pair.placeholder)))
 
     def forget_pairs(self, folder: str, ids: Iterable[tuple[int | None, str | None]]) -> None:
         with self.transaction():
@@ -325,10 +328,13 @@ class State:
             self.db.execute("DELETE FROM pairs WHERE folder = ? AND key = ?", (folder, key))
 
     def replace_folder_pairs(self, folder: str, pairs: list[Pair]) -> None:
-        """After a UIDVALIDITY change: the re-paired record replaces the old one."""
+        """After a UIDVALIDITY change: the re-paired record replaces the old one, in one
+        transaction. A crash between forgetting the old record and writing the new one
+        would leave the folder with no pairs: the next run would take every message on
+        both sides for new and copy each to the other side."""
         with self.transaction():
             self.db.execute("DELETE FROM pairs WHERE folder = ?", (folder,))
-        self.put_pairs(folder, pairs)
+            self._put(folder, pairs)
 
     def add_intents(self, intents: Iterable[Intent]) -> list[Intent]:
         """Journal transfers before their IO; returns them with their ids."""

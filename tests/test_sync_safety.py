@@ -109,6 +109,28 @@ def test_uidvalidity_reset_in_pull_mode_keeps_the_unpaired_local_message(imap_ac
     assert s.remote.bodies("Work") == sorted(WORK[1:])        # and nothing uploaded
 
 
+def test_a_re_pairing_killed_while_it_is_recorded_keeps_the_old_record(tmp_path):
+    """The re-paired record replaces the old one in one transaction: killed half way,
+    the old record stands (the next run re-pairs again), never no record at all (every
+    message would then be new on both sides, copied both ways)."""
+    import pytest
+    from mailsync.state import State
+    from mailsync.syncplan import Pair
+    state = State(tmp_path)
+    state.put_pairs("Work", [Pair(1, "a", frozenset("S")), Pair(2, "b", frozenset())])
+
+    def re_paired_then_killed():
+        yield Pair(11, "a", frozenset("S"))
+        raise KeyboardInterrupt("killed")
+
+    with pytest.raises(KeyboardInterrupt):
+        state.replace_folder_pairs("Work", re_paired_then_killed())
+    state.close()
+    state = State(tmp_path)
+    assert sorted((p.uid, p.key) for p in state.pairs("Work")) == [(1, "a"), (2, "b")]
+    state.close()
+
+
 # 6. Mass-delete guard -----------------------------------------------------------------
 
 def _empty_local(s, folder):
