@@ -98,10 +98,12 @@ def sync_account(account: Account, state: State, reporter: Reporter,
     scans: dict[str, tuple[str, dict[str, Entry]]] = {}   # listings the folders may reuse
     try:
         pairings = _folder_pairings(session, account, state, reporter, options)
-        if options.mode in ("sync", "push") and not options.dry_run:
+        if not options.dry_run:
             local_moves = LocalMoves(session, account, state, shared, pairings)
-            local_moves.run()
-            scans.update(local_moves.scans)
+            local_moves.settle_interrupted_moves()   # in every mode: see there
+            if options.mode in ("sync", "push"):
+                local_moves.run()
+                scans.update(local_moves.scans)
         pool = Pool(size, open_helper, close_helper, helper_failed)
         order = _largest_first(pairings) if size > 1 else list(range(len(pairings)))
         outputs = pool.run([pairings[i] for i in order], sync_folder, (session, state))
@@ -151,7 +153,7 @@ class LocalMoves:
     Crash safety: each move is journalled in the destination folder as an upload
     (token: the Message-ID) before the MOVE; after it, one transaction records the
     destination's pair and forgets the source's. A crash in between is settled by the
-    next run before any folder syncs (_settle_interrupted_moves), else like an
+    next run before any folder syncs (settle_interrupted_moves), else like an
     interrupted upload: the destination is searched for the Message-ID."""
 
     def __init__(self, session: imap.ImapSession, account: Account, state: State,
@@ -161,7 +163,6 @@ class LocalMoves:
         self.scans: dict[str, tuple[str, dict[str, Entry]]] = {}
 
     def run(self) -> None:
-        self._settle_interrupted_moves()
         if not ({"MOVE", "UIDPLUS"} & set(self.session.capabilities)):
             return
         changed = self._changed_folders()
@@ -185,17 +186,18 @@ class LocalMoves:
             self.reporter.detail(f"account {self.account.name}: moved {len(found)} "
                                  "message(s) on the server as they were moved locally")
 
-    def _settle_interrupted_moves(self) -> None:
+    def settle_interrupted_moves(self) -> None:
         """A move killed after its UID MOVE and before its record left its upload intent
         in the destination and its pair in the source (same Maildir key). Settled here,
-        before any folder syncs: if the source's UID is gone and the destination holds the
-        Message-ID once, the move happened; it is recorded as _move records it. Left to
-        the folders' syncs, the source would take its UID for deleted on the server, and
-        delete the file if the user had moved it back meanwhile."""
-        synced = {pairing.name for pairing in self.pairings}
+        before any folder syncs, in every mode and whichever folders this run syncs: if
+        the source's UID is gone and the destination holds the Message-ID, the move
+        happened; it is recorded as _move records it. Left to the source's sync, its UID
+        would be taken for deleted on the server, and the file deleted if the user had
+        moved it back meanwhile (then the destination's sync, pairing the moved copy with
+        a file no longer there, would expunge it: gone from both sides)."""
         for intent, folder, uid in self.state.interrupted_moves():
-            if intent.folder not in synced:
-                continue                  # a folder this run leaves alone
+            if self._holds(folder, intent.key) and self._holds(intent.folder, intent.key):
+                continue                  # a copy under the same name: an upload, not a move
             try:
                 self.session.select(folder)
                 if self.session.fetch_meta([uid]):
@@ -204,8 +206,22 @@ class LocalMoves:
                 found = self.session.find_by_message_id(intent.token)
             except imap.CommandRefused:
                 continue                  # a folder gone meanwhile: its sync says so
+            paired = {p.uid for p in self.state.pairs(intent.folder)}
+            found = [u for u in found if u not in paired]
+            # Several unpaired matches: the destination's sync settles the intent.
             pair = Pair(found[0], intent.key, intent.flags) if len(found) == 1 else None
             self.state.complete_move(folder, uid, intent.key, intent, pair)
+
+    def _holds(self, folder: str, key: str | None) -> bool:
+        """The local side of folder (as last synced) has a file with this key."""
+        record = self.state.folder_record(folder)
+        if record is None or key is None:
+            return False
+        try:
+            return Maildir(folders.resolve(self.account.maildir, record.relpath)).find(key) \
+                is not None
+        except folders.UnsafeFolderPath:
+            return False
 
     def _changed_folders(self) -> list[tuple[FolderPairing, Maildir, dict[str, Entry]]]:
         """The folders changed locally since the last run, listed; each listing is kept

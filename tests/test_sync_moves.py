@@ -4,6 +4,7 @@ Anything less than a sure match is uploaded and expunged as before."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections import Counter
 
@@ -12,6 +13,7 @@ import pytest
 from mailsync.maildir import FINE_SETTLE
 from mailsync.moves import Arrival, Gone, match_moves
 from tests.corpus import make_corpus, make_message
+from tests.imaphelp import flags_of
 
 MAIL = make_corpus(6)
 
@@ -272,5 +274,83 @@ def test_a_move_killed_after_the_server_moved_into_a_folder_holding_a_copy_is_no
     for side in (s.local, s.remote):
         assert side.bodies("Archive").count(MAIL[0]) == 2, side
         assert MAIL[0] not in side.bodies("INBOX"), side
+    again = summary(s.sync())
+    assert again["uploaded"] == again["downloaded"] == again["deleted_remote"] == 0, again
+
+
+@pytest.mark.parametrize("next_run", [("--folder", "INBOX"), ("--mode", "pull")])
+def test_a_move_killed_after_the_server_moved_then_moved_back_survives_any_next_run(
+        imap_account, tmp_path, next_run):
+    """Killed between the UID MOVE and its record, then moved back by the user; the next
+    run syncs only the folder it was moved from, or runs in pull mode. That run must
+    still settle the move: else the source takes its server UID for expunged and
+    deletes the file, and a later sync of the destination expunges the moved copy."""
+    s = synced(imap_account)
+    s.local.move("INBOX", MAIL[0], "Archive")
+    _killed_just_after_the_server_move(s, tmp_path)
+    s.local.move("Archive", MAIL[0], "INBOX")
+    assert s.sync(*next_run).code == 0
+    assert MAIL[0] in s.local.bodies("INBOX"), f"{next_run}: the file was deleted"
+    assert s.sync().code == 0
+    assert s.sync().code == 0
+    assert s.local.bodies("INBOX").count(MAIL[0]) == 1
+    assert MAIL[0] not in s.local.bodies("Archive")
+    assert MAIL[0] in [b for f in ("INBOX", "Archive") for b in s.remote.bodies(f)]
+    if next_run[0] == "--folder":        # sync mode all along: both sides agree
+        assert s.remote.bodies("INBOX").count(MAIL[0]) == 1
+        assert MAIL[0] not in s.remote.bodies("Archive")
+
+
+def test_a_copy_under_the_same_name_killed_after_its_upload_is_not_taken_for_a_move(
+        imap_account, tmp_path):
+    """The user copies a message file to another folder keeping its name (cp); the
+    upload there is killed before its record; another client then expunges the
+    original on the server. The next run must not take the copy for a move (the
+    original's file would be uploaded again): the original goes, the copy stays."""
+    s = synced(imap_account)
+    original = s.local.file_of("INBOX", MAIL[1])
+    shutil.copy2(original, s.local.path("Archive") / original.parent.name / original.name)
+    log = tmp_path / "steps"
+    proc = s.acct.popen("--no-progress", "sync",
+                        env={"MAILSYNC_CRASH_AT": "2", "MAILSYNC_CRASH_COUNT": str(log)})
+    proc.communicate(timeout=120)
+    assert proc.returncode == -9 and log.read_text().split() == ["upload-journalled",
+                                                                 "uploaded"]
+    s.remote.expunge("INBOX", s.remote.uid_of("INBOX", MAIL[1]))
+    got = summary(s.sync())
+    assert got["uploaded"] == 0 and got["deleted_local"] == 1, got
+    for side in (s.local, s.remote):
+        assert MAIL[1] not in side.bodies("INBOX"), side
+        assert side.bodies("Archive").count(MAIL[1]) == 1, side
+
+
+def test_a_move_killed_before_the_server_moved_is_not_paired_with_a_copy_already_paired(
+        imap_account, tmp_path):
+    """Killed after journalling a move, before its UID MOVE; another client then
+    expunges the original. The folder moved to already holds a paired copy with the
+    same Message-ID: that copy's pair must stay its own (taken over, its file would be
+    uploaded again, and the moved file would take its flags). The moved file is
+    uploaded: both copies on both sides, once, each with its own flags."""
+    s = imap_account()
+    s.acct.server.seed(s.acct.user, MAIL[:4])
+    s.acct.server.seed(s.acct.user, [MAIL[0]], folder="Archive", flags="F")
+    s.acct.server.seed(s.acct.user, MAIL[4:], folder="Archive")
+    assert s.sync().code == 0
+    s.local.move("INBOX", MAIL[0], "Archive")
+    log = tmp_path / "steps"
+    proc = s.acct.popen("--no-progress", "sync",
+                        env={"MAILSYNC_CRASH_AT": "1", "MAILSYNC_CRASH_COUNT": str(log)})
+    proc.communicate(timeout=120)
+    assert proc.returncode == -9 and log.read_text().split() == ["move-journalled"]
+    s.remote.expunge("INBOX", s.remote.uid_of("INBOX", MAIL[0]))
+    got = summary(s.sync())
+    assert got["uploaded"] == 1 and got["downloaded"] == 0, got
+    for side in (s.local, s.remote):
+        assert side.bodies("Archive").count(MAIL[0]) == 2, side
+        assert MAIL[0] not in side.bodies("INBOX"), side
+    local_flags = sorted(flags_of(f) for f in s.local.files("Archive")
+                         if f.read_bytes() == MAIL[0])
+    remote_flags = sorted(fl for b, fl in s.remote.messages("Archive").values() if b == MAIL[0])
+    assert local_flags == remote_flags == ["", "F"], (local_flags, remote_flags)
     again = summary(s.sync())
     assert again["uploaded"] == again["downloaded"] == again["deleted_remote"] == 0, again
