@@ -490,6 +490,11 @@ def _login(client: IMAPClient, account: Account, secret: str) -> None:
                              f"{getattr(exc, 'strerror', None) or exc}", "retry later") from None
 
 
+def searchable(message_id: str | None) -> bool:
+    """A Message-ID a SEARCH HEADER can look for: not empty, printable ASCII."""
+    return bool(message_id) and _login_safe(message_id)
+
+
 def _login_safe(text: str) -> bool:
     """LOGIN sends a quoted ASCII string: only printable ASCII is safe there."""
     return all(" " <= ch <= "~" for ch in text)
@@ -961,7 +966,7 @@ class ImapSession:
 
         An empty or non-ASCII id finds nothing (it cannot be searched for safely)."""
         message_id = message_id.strip()
-        if not message_id or not _login_safe(message_id):
+        if not searchable(message_id):
             return []
         with self._guard("SEARCH"):
             self._uid_command("SEARCH", "HEADER", "MESSAGE-ID", _quote(message_id))

@@ -8,8 +8,9 @@ is certainly the message that left A, the server can move it instead.
 "Certainly" means: the server copy in A and the new file in B have the same size
 (RFC822.SIZE against the file's size with CRLF line endings) and the same header
 (compared by digest, line endings aside), and either the same Maildir key (moved by
-renaming the file) or the same Message-ID; the new file has a Message-ID (by which a
-crash is settled); and the match is one to one. Anything less sure is left to the upload-and-expunge path, which is always
+renaming the file) or the same Message-ID; the new file has a Message-ID the server can
+search for (by which a crash is settled; the caller leaves out any other); and the match
+is one to one. Anything less sure is left to the upload-and-expunge path, which is always
 correct.
 """
 

@@ -266,8 +266,10 @@ class LocalMoves:
             header = data.split(b"\n\n", 1)[0]
             if _PLACEHOLDER_RE.search(header):
                 continue
+            message_id = imap.parse_message_id(header)
+            # Only a Message-ID the server can search for lets a killed move be settled.
             out.append(moves.Arrival(pairing.name, key, crlf_size(data),
-                                     imap.parse_message_id(header),
+                                     message_id if imap.searchable(message_id) else None,
                                      moves.header_digest(data)))
         return out
 
@@ -280,13 +282,10 @@ class LocalMoves:
         for folder, items in by_folder.items():
             self.session.select(folder)
             metas = self.session.fetch_meta([g.uid for g in items], with_message_id=True)
-            headers: dict[int, io.BytesIO] = {}
-            self.session.fetch_bodies([g.uid for g in items if g.uid in metas],
-                                      lambda uid: headers.setdefault(uid, io.BytesIO()),
-                                      lambda uid, n: None, headers_only=True)
+            digests = _header_digests(self.session, [g.uid for g in items if g.uid in metas])
             out.extend(replace(g, size=metas[g.uid].size, message_id=metas[g.uid].message_id,
-                               header=moves.header_digest(headers[g.uid].getvalue()))
-                       for g in items if g.uid in metas and g.uid in headers)
+                               header=digests[g.uid])
+                       for g in items if g.uid in digests)
         return out
 
     def _move(self, move: moves.Move) -> None:
@@ -622,12 +621,14 @@ class FolderSync:
             return None
         paired = {p.uid for p in self.state.pairs(self.name) if p.uid is not None}
         if token.startswith("size:"):
-            size = int(token[5:])
+            size, _, digest = token[5:].partition(":")
             metas = self.session.fetch_meta()
-            found = [u for u, m in metas.items() if m.size == size]
+            found = [u for u, m in metas.items() if m.size == int(size) and u not in paired]
+            if digest:   # (a token of an older version has the size alone)
+                found = [u for u, d in _header_digests(self.session, found).items()
+                         if d == digest]
         else:
-            found = self.session.find_by_message_id(token)
-        found = [u for u in found if u not in paired]
+            found = [u for u in self.session.find_by_message_id(token) if u not in paired]
         return max(found) if found else None
 
     # Execution --------------------------------------------------------------------------
@@ -882,11 +883,22 @@ def _flag_intent(folder: str, kind: str, pair: Pair, add: Iterable[str],
     return Intent(folder, kind, pair.uid, pair.key, pair.flags, pair.placeholder, token)
 
 
+def _header_digests(session: imap.ImapSession, uids: list[int]) -> dict[int, str]:
+    """moves.header_digest of each of these messages of the selected folder that the
+    server still has."""
+    headers: dict[int, io.BytesIO] = {}
+    session.fetch_bodies(uids, lambda uid: headers.setdefault(uid, io.BytesIO()),
+                         lambda uid, n: None, headers_only=True)
+    return {uid: moves.header_digest(h.getvalue()) for uid, h in headers.items()}
+
+
 def _token(data: bytes) -> str:
+    """How an upload whose UID went unrecorded is found again: its Message-ID where the
+    server can search for it, else its size and header digest ("size:N:DIGEST")."""
     message_id = imap.parse_message_id(data.split(b"\n\n", 1)[0])
-    if message_id:
+    if imap.searchable(message_id):
         return message_id
-    return f"size:{crlf_size(data)}"
+    return f"size:{crlf_size(data)}:{moves.header_digest(data)}"
 
 
 def crlf_size(data: bytes) -> int:

@@ -383,3 +383,26 @@ def test_killed_between_marking_deleted_and_expunging_the_rerun_expunges(imap_ac
     assert summary["downloaded"] == 0 and summary["deleted_remote"] == 1, summary
     world = {"INBOX": {CORPUS[0]: "", CORPUS[2]: ""}}
     assert_converged(s, world, "killed between the mark and the expunge")
+
+
+def test_an_upload_without_message_id_killed_before_its_record_is_found_by_its_header(
+        imap_account, tmp_path):
+    """A local message without a Message-ID is uploaded; the run dies before recording
+    the new UID; before the next run another client appends a different message of the
+    same size. The rerun must pair the upload with its own copy (size and header), not
+    the newest message of that size: else its copy is downloaded again and the other
+    message is never."""
+    s = imap_account()
+    s.acct.server.seed(s.acct.user, CORPUS[:2])
+    assert s.sync().code == 0
+    mine = b"From: a@example.org\nTo: b@example.org\nSubject: note A\n\nno id here\n"
+    other = mine.replace(b"note A", b"note B")
+    assert len(mine) == len(other)
+    s.local.deliver("INBOX", mine, "S")
+    killed_sync(s, 2)              # upload-journalled, uploaded: killed after the APPEND
+    assert s.remote.bodies().count(mine) == 1
+    s.remote.append("INBOX", other, "")
+    summary = rerun(s, "killed after an upload without Message-ID")
+    assert summary["uploaded"] == 0 and summary["downloaded"] == 1, summary
+    world = {"INBOX": {CORPUS[0]: "", CORPUS[1]: "", mine: "S", other: ""}}
+    assert_converged(s, world, "killed after an upload without Message-ID")

@@ -354,3 +354,20 @@ def test_a_move_killed_before_the_server_moved_is_not_paired_with_a_copy_already
     assert local_flags == remote_flags == ["", "F"], (local_flags, remote_flags)
     again = summary(s.sync())
     assert again["uploaded"] == again["downloaded"] == again["deleted_remote"] == 0, again
+
+
+def test_a_message_whose_message_id_cannot_be_searched_for_is_moved_by_upload(imap_account):
+    """A move is settled after a crash by searching for the Message-ID; one the server
+    cannot search for (not ASCII) would leave a killed move unsettled (the file uploaded
+    again, the moved copy downloaded): such a message is uploaded and expunged."""
+    body = ("From: a@example.org\nTo: b@example.org\nSubject: x\n"
+            "Message-ID: <grüße.1@example.org>\n\nbody\n").encode()
+    s = imap_account()
+    s.acct.server.seed(s.acct.user, [body, *MAIL[:2]])
+    s.acct.server.seed(s.acct.user, MAIL[4:], folder="Archive")
+    assert s.sync().code == 0
+    s.local.move("INBOX", body, "Archive")
+    got = summary(s.sync())
+    assert got["uploaded"] == 1 and got["deleted_remote"] == 1, got
+    for side in (s.local, s.remote):
+        assert body in side.bodies("Archive") and body not in side.bodies("INBOX"), side
