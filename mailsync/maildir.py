@@ -279,22 +279,15 @@ class Maildir:
             raise local_io_error(exc, str(self.path / entry.relpath)) from None
         return target
 
-    def replace(self, entry: Entry, name: str, flags: str) -> Entry:
-        """Put tmp/name in the place of entry (same key) with flags. Never two files for
-        the key, not even for a moment a crash could make last (a reader would show both,
-        a scan only one): the new content takes the old name, then the name its flags,
-        each an atomic rename."""
-        target = _placed(entry.key, flags, entry.subdir)
-        old = self.path / entry.relpath
+    def replace(self, entry: Entry, name: str) -> Entry:
+        """Put tmp/name in the place of entry, under its very name: one atomic rename,
+        so there is never a second file for the key (a reader would show both, a scan
+        only one). Flags are set after, with set_flags."""
         try:
-            os.rename(self.path / "tmp" / name, old)
-            if target.relpath != entry.relpath:
-                os.rename(old, self.path / target.relpath)
-        except FileNotFoundError:
-            pass
+            os.rename(self.path / "tmp" / name, self.path / entry.relpath)
         except OSError as exc:
             raise local_io_error(exc, str(self.path / entry.relpath)) from None
-        return target
+        return entry
 
     def remove(self, entry: Entry) -> None:
         try:

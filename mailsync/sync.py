@@ -393,6 +393,7 @@ class FolderSync:
         self.name = pairing.name
         self.label = f"account {account.name} folder {pairing.name}"
         self.finished = False            # planned, executed and recorded
+        self.changed_meanwhile = False   # a mail client changed a file this run touched
         self.stamp_before: str | None = None
         # The UTF-8 name: the adapter encodes it (modified UTF-7) on the wire.
         self.raw = pairing.name
@@ -449,7 +450,7 @@ class FolderSync:
         the stamp shows exactly what the run left (nobody else changed the folder
         meanwhile): recorded, it lets the next run skip the folder. None otherwise: the
         stamp from before the run stays, and the next run looks again."""
-        if not self.finished:
+        if not self.finished or self.changed_meanwhile:
             return None
         after = self.maildir.stamp()
         if after is None or after == self.stamp_before:
@@ -715,8 +716,8 @@ class FolderSync:
 
     def _upgrade(self, actions: list[UpgradePlaceholder], remote: dict[int, RemoteMsg]) -> None:
         for action in actions:
-            entry = self._entry(action.key)
-            if entry is None or action.uid not in remote:
+            before = self._entry(action.key)
+            if before is None or action.uid not in remote:
                 continue
             name = unique_name()
             holder: list[TmpFile] = []
@@ -733,8 +734,17 @@ class FolderSync:
                                             sizes={action.uid: remote[action.uid].size})
             if action.uid not in got:
                 continue
-            flags = "".join(sorted(action.flags))
-            self.entries[action.key] = self.maildir.replace(entry, name, flags)
+            # Where the placeholder is now: a mail client may have re-flagged or deleted
+            # it while its body came (replacing a stale name would make a second file).
+            entry = self._entry(action.key)
+            if entry is None:
+                self.maildir.discard_tmp(name)   # deleted: the next run sees to that
+                continue
+            entry = self.maildir.replace(entry, name)
+            letters = _flags_applied(before, entry, action.flags)
+            if letters != action.flags:   # the next run must look, not skip the folder
+                self.changed_meanwhile = True
+            self.entries[action.key] = self.maildir.set_flags(entry, letters, MANAGED)
             self.maildir.sync_dirs()
             self.state.put_pairs(self.name, [action.pair_after()])
             self.result.downloaded += 1
@@ -779,10 +789,13 @@ class FolderSync:
                                                       a.flags) for a in actions)
         done = []
         for action in actions:
-            entry = self._entry(action.key)
+            before, entry = self.entries.get(action.key), self._entry(action.key)
             if entry is None:
                 continue
-            self.entries[action.key] = self.maildir.set_flags(entry, action.flags, MANAGED)
+            letters = _flags_applied(before or entry, entry, action.flags)
+            if letters != action.flags:   # the next run must look, not skip the folder
+                self.changed_meanwhile = True
+            self.entries[action.key] = self.maildir.set_flags(entry, letters, MANAGED)
             done.append(action)
         if done:
             self.maildir.sync_dirs()
@@ -881,6 +894,15 @@ def _flag_intent(folder: str, kind: str, pair: Pair, add: Iterable[str],
     local side ADD is the whole set of letters the file gets)."""
     token = "+" + "".join(sorted(add)) + "-" + "".join(sorted(remove))
     return Intent(folder, kind, pair.uid, pair.key, pair.flags, pair.placeholder, token)
+
+
+def _flags_applied(before: Entry, now: Entry, wanted: frozenset[str]) -> frozenset[str]:
+    """The managed flags for a file planned to get `wanted` when it was `before` and
+    is `now`: the plan's changes on top of any a mail client made meanwhile (the next
+    run carries those to the server as usual)."""
+    was = frozenset(c for c in before.flags if c in MANAGED)
+    has = frozenset(c for c in now.flags if c in MANAGED)
+    return (has - (was - wanted)) | (wanted - was)
 
 
 def _header_digests(session: imap.ImapSession, uids: list[int]) -> dict[int, str]:

@@ -182,6 +182,14 @@ class ImapSetup:
     def sync(self, *args: str, env: dict | None = None) -> CliResult:
         return self.acct.run("--json", "sync", *args, env=env)
 
+    def sync_in_process(self, monkeypatch, *args: str) -> int:
+        """One `mailsync sync` in this process, where a test can watch or patch it."""
+        from mailsync.cli import main
+        monkeypatch.setenv("MAILSYNC_CONFIG", str(self.acct.config))
+        with pytest.raises(SystemExit) as done:
+            main(["-c", str(self.acct.config), "-q", "sync", *args])
+        return done.value.code
+
 
 @pytest.fixture
 def imap_account(make_account):

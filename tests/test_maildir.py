@@ -38,10 +38,10 @@ class Killed(BaseException):
 
 
 @pytest.mark.parametrize("killed_at", [1, 2, None])
-def test_replacing_a_message_never_leaves_two_files_for_its_key(tmp_path, monkeypatch,
-                                                                 killed_at):
-    """A placeholder upgraded to the whole message, with new flags: killed after any
-    file operation, the folder holds one file for the key, never the note and the
+def test_upgrading_a_message_never_leaves_two_files_for_its_key(tmp_path, monkeypatch,
+                                                                killed_at):
+    """A placeholder upgraded to the whole message, then given new flags: killed after
+    any file operation, the folder holds one file for the key, never the note and the
     message side by side."""
     box = md.Maildir(tmp_path / "Mail")
     box.create()
@@ -64,11 +64,10 @@ def test_replacing_a_message_never_leaves_two_files_for_its_key(tmp_path, monkey
 
     monkeypatch.setattr(md.os, "rename", dying(md.os.rename))
     monkeypatch.setattr(md.os, "unlink", dying(md.os.unlink))
-    if killed_at is None:
-        box.replace(entry, "whole", "FS")
-    else:
-        with pytest.raises(Killed):
-            box.replace(entry, "whole", "FS")
+    try:
+        box.set_flags(box.replace(entry, "whole"), "FS", "DFPRST")
+    except Killed:
+        assert killed_at is not None
     monkeypatch.undo()
     files = [p for sub in ("new", "cur") for p in (tmp_path / "Mail" / sub).iterdir()]
     assert len(files) == 1 and files[0].name.startswith("k1:2,"), files

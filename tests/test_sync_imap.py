@@ -83,6 +83,30 @@ def test_flag_set_on_the_server_reaches_local(imap_account):
     assert s.local.flags_by_body()[body] == "FS"
 
 
+def test_a_flag_the_mail_client_sets_while_a_run_flags_the_file_is_kept(imap_account,
+                                                                        monkeypatch):
+    """The phone flags a message; while a run copies that flag to the file, the mail
+    client marks the file read (renames it). Both flags stay, and the next run carries
+    the read flag to the server: the folder is not taken for unchanged."""
+    from mailsync import sync
+    s = seeded(imap_account)
+    s.sync()
+    body = make_corpus(8)[2]
+    s.remote.set_flags("INBOX", s.remote.uid_of("INBOX", body), add="F")
+    set_local = sync.FolderSync._set_local_flags
+
+    def read_then_set(self, actions):
+        if actions and self.name == "INBOX":
+            s.local.set_flags("INBOX", body, "S")      # after the scan, before the rename
+        set_local(self, actions)
+    monkeypatch.setattr(sync.FolderSync, "_set_local_flags", read_then_set)
+    assert s.sync_in_process(monkeypatch) == 0
+    monkeypatch.undo()
+    assert s.local.flags_by_body()[body] == "FS"
+    s.sync()
+    assert s.remote.flags_by_body()[body] == "FS" == s.local.flags_by_body()[body]
+
+
 def test_flag_cleared_locally_is_cleared_on_the_server(imap_account):
     s = seeded(imap_account)
     s.sync()

@@ -152,15 +152,6 @@ def test_a_move_killed_at_each_step_is_settled_by_the_next_run(imap_account, tmp
     assert again["uploaded"] == again["downloaded"] == again["deleted_remote"] == 0, again
 
 
-def _sync_in_process(s, monkeypatch, *args: str) -> int:
-    """One `mailsync sync` in this process, where a test can watch or patch it."""
-    from mailsync.cli import main
-    monkeypatch.setenv("MAILSYNC_CONFIG", str(s.acct.config))
-    with pytest.raises(SystemExit) as done:
-        main(["-c", str(s.acct.config), "-q", "sync", *args])
-    return done.value.code
-
-
 def test_mail_arriving_after_the_move_check_is_still_synced(imap_account, monkeypatch):
     from mailsync import sync
     s = synced(imap_account)
@@ -174,7 +165,7 @@ def test_mail_arriving_after_the_move_check_is_still_synced(imap_account, monkey
         check(self)
         s.local.deliver("Archive", late)   # after that listing, before Archive's sync
     monkeypatch.setattr(sync.LocalMoves, "run", check_then_deliver)
-    assert _sync_in_process(s, monkeypatch) == 0
+    assert s.sync_in_process(monkeypatch) == 0
     assert late in s.remote.bodies("Archive") and new in s.remote.bodies("INBOX")
 
 
@@ -187,7 +178,7 @@ def test_a_folder_listed_by_the_move_check_is_not_listed_again_for_its_sync(
     s.local.deliver("Archive", new)
     time.sleep(2 * FINE_SETTLE)
     scans = mocker.spy(Maildir, "scan")
-    assert _sync_in_process(s, monkeypatch) == 0
+    assert s.sync_in_process(monkeypatch) == 0
     listed = Counter(str(call.args[0].path) for call in scans.call_args_list)
     # The move check's listing serves each folder's sync too (the uploads leave the
     # folders as they were, so there is no listing after the run either).
@@ -210,7 +201,7 @@ def test_a_message_moved_back_while_its_move_is_synced_is_not_lost(imap_account,
         check(self)
         s.local.move("Archive", MAIL[0], "INBOX")
     monkeypatch.setattr(sync.LocalMoves, "run", check_then_move_back)
-    assert _sync_in_process(s, monkeypatch) == 0
+    assert s.sync_in_process(monkeypatch) == 0
     assert s.sync().code == 0
     for side in (s.local, s.remote):
         assert side.bodies("INBOX").count(MAIL[0]) == 1, side

@@ -367,6 +367,35 @@ def test_flagging_a_placeholder_upgrades_it_to_the_whole_message(imap_account):
     assert summary(s.sync())["downloaded"] == 0
 
 
+def test_a_placeholder_re_flagged_while_its_body_comes_stays_one_message(imap_account,
+                                                                         monkeypatch):
+    """Flagged on the phone, a placeholder is upgraded; while its body downloads, the
+    mail client marks the placeholder read (renames it). The whole message takes the
+    placeholder's place under its new name: one file, the phone's flag and the
+    client's both kept, and the next run carries the read flag to the server."""
+    from mailsync import imap
+    s = headers_first(imap_account)
+    assert s.sync().code == 0
+    stub = next(f for f in _placeholder_files(s) if b"X-Corpus-Index: 900" in f.read_bytes())
+    s.remote.set_flags("INBOX", s.remote.uid_of("INBOX", BIG[0]), add="F")
+    fetch = imap.ImapSession.fetch_bodies
+
+    def fetch_then_read(self, uids, *args, **kwargs):
+        got = fetch(self, uids, *args, **kwargs)
+        if not kwargs.get("headers_only") and stub.exists():
+            s.local.set_flags("INBOX", stub.read_bytes(), "S")   # mutt opens the note
+        return got
+    monkeypatch.setattr(imap.ImapSession, "fetch_bodies", fetch_then_read)
+    assert s.sync_in_process(monkeypatch) == 0
+    monkeypatch.undo()
+    mine = [f for f in s.local.files("INBOX") if b"X-Corpus-Index: 900" in f.read_bytes()]
+    assert len(mine) == 1, mine
+    assert mine[0].read_bytes() == BIG[0]
+    assert s.local.flags_by_body()[BIG[0]] == "FS"
+    assert s.sync().code == 0
+    assert s.remote.flags_by_body()[BIG[0]] == "FS" == s.local.flags_by_body()[BIG[0]]
+
+
 def test_sync_full_upgrades_every_placeholder(imap_account):
     s = headers_first(imap_account)
     assert s.sync().code == 0
