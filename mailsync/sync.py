@@ -716,8 +716,8 @@ class FolderSync:
 
     def _upgrade(self, actions: list[UpgradePlaceholder], remote: dict[int, RemoteMsg]) -> None:
         for action in actions:
-            before = self._entry(action.key)
-            if before is None or action.uid not in remote:
+            before = self.entries.get(action.key)       # as planned from
+            if self._entry(action.key) is None or action.uid not in remote:
                 continue
             name = unique_name()
             holder: list[TmpFile] = []
@@ -741,7 +741,7 @@ class FolderSync:
                 self.maildir.discard_tmp(name)   # deleted: the next run sees to that
                 continue
             entry = self.maildir.replace(entry, name)
-            letters = _flags_applied(before, entry, action.flags)
+            letters = _flags_applied(before or entry, entry, action.flags)
             if letters != action.flags:   # the next run must look, not skip the folder
                 self.changed_meanwhile = True
             self.entries[action.key] = self.maildir.set_flags(entry, letters, MANAGED)

@@ -8,6 +8,7 @@ import mailbox
 import os
 from pathlib import Path
 
+import pytest
 
 from tests.corpus import make_corpus, make_message
 
@@ -113,7 +114,6 @@ def test_a_re_pairing_killed_while_it_is_recorded_keeps_the_old_record(tmp_path)
     """The re-paired record replaces the old one in one transaction: killed half way,
     the old record stands (the next run re-pairs again), never no record at all (every
     message would then be new on both sides, copied both ways)."""
-    import pytest
     from mailsync.state import State
     from mailsync.syncplan import Pair
     state = State(tmp_path)
@@ -367,25 +367,35 @@ def test_flagging_a_placeholder_upgrades_it_to_the_whole_message(imap_account):
     assert summary(s.sync())["downloaded"] == 0
 
 
+@pytest.mark.parametrize("when", ["before", "after"])
 def test_a_placeholder_re_flagged_while_its_body_comes_stays_one_message(imap_account,
-                                                                         monkeypatch):
-    """Flagged on the phone, a placeholder is upgraded; while its body downloads, the
-    mail client marks the placeholder read (renames it). The whole message takes the
+                                                                         monkeypatch, when):
+    """Flagged on the phone, a placeholder is upgraded; after the run's scan, before or
+    while its body downloads, the mail client marks the placeholder read (renames it). The whole message takes the
     placeholder's place under its new name: one file, the phone's flag and the
     client's both kept, and the next run carries the read flag to the server."""
-    from mailsync import imap
+    from mailsync import imap, sync
     s = headers_first(imap_account)
     assert s.sync().code == 0
     stub = next(f for f in _placeholder_files(s) if b"X-Corpus-Index: 900" in f.read_bytes())
     s.remote.set_flags("INBOX", s.remote.uid_of("INBOX", BIG[0]), add="F")
     fetch = imap.ImapSession.fetch_bodies
 
+    download = sync.FolderSync._download
+
+    def read_then_download(self, *args):          # after the scan, before the upgrade
+        s.local.set_flags("INBOX", stub.read_bytes(), "S")   # mutt opens the note
+        return download(self, *args)
+
     def fetch_then_read(self, uids, *args, **kwargs):
         got = fetch(self, uids, *args, **kwargs)
         if not kwargs.get("headers_only") and stub.exists():
-            s.local.set_flags("INBOX", stub.read_bytes(), "S")   # mutt opens the note
+            s.local.set_flags("INBOX", stub.read_bytes(), "S")
         return got
-    monkeypatch.setattr(imap.ImapSession, "fetch_bodies", fetch_then_read)
+    if when == "before":
+        monkeypatch.setattr(sync.FolderSync, "_download", read_then_download)
+    else:
+        monkeypatch.setattr(imap.ImapSession, "fetch_bodies", fetch_then_read)
     assert s.sync_in_process(monkeypatch) == 0
     monkeypatch.undo()
     mine = [f for f in s.local.files("INBOX") if b"X-Corpus-Index: 900" in f.read_bytes()]
