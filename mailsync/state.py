@@ -364,11 +364,7 @@ class State:
     def _complete(self, folder: str, done: Iterable[Intent], pairs: Iterable[Pair]) -> None:
         for intent in done:
             self.db.execute("DELETE FROM intents WHERE id = ?", (intent.id,))
-        for pair in pairs:
-            self._forget(folder, pair.uid, pair.key)
-            self.db.execute("INSERT INTO pairs VALUES (?, ?, ?, ?, ?)",
-                            (folder, pair.uid, pair.key, "".join(sorted(pair.flags)),
-                             int(pair.placeholder)))
+        self._put(folder, pairs)
 
     def complete_move(self, source: str, uid: int, key: str | None, intent: Intent,
                       pair: Pair | None) -> None:

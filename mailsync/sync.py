@@ -203,11 +203,10 @@ class LocalMoves:
                 if self.session.fetch_meta([uid]):
                     continue              # not moved: the folders' syncs settle it
                 self.session.select(intent.folder)
-                found = self.session.find_by_message_id(intent.token)
+                found = _unpaired_matches(self.session, self.state, intent.folder,
+                                          intent.token)
             except imap.CommandRefused:
                 continue                  # a folder gone meanwhile: its sync says so
-            paired = {p.uid for p in self.state.pairs(intent.folder)}
-            found = [u for u in found if u not in paired]
             # Several unpaired matches: the destination's sync settles the intent.
             pair = Pair(found[0], intent.key, intent.flags) if len(found) == 1 else None
             self.state.complete_move(folder, uid, intent.key, intent, pair)
@@ -618,18 +617,7 @@ class FolderSync:
 
     def _find_upload(self, token: str | None) -> int | None:
         """The uid of an upload whose reply was lost: the newest unpaired match."""
-        if not token:
-            return None
-        paired = {p.uid for p in self.state.pairs(self.name) if p.uid is not None}
-        if token.startswith("size:"):
-            size, _, digest = token[5:].partition(":")
-            metas = self.session.fetch_meta()
-            found = [u for u, m in metas.items() if m.size == int(size) and u not in paired]
-            if digest:   # (a token of an older version has the size alone)
-                found = [u for u, d in _header_digests(self.session, found).items()
-                         if d == digest]
-        else:
-            found = [u for u in self.session.find_by_message_id(token) if u not in paired]
+        found = _unpaired_matches(self.session, self.state, self.name, token)
         return max(found) if found else None
 
     # Execution --------------------------------------------------------------------------
@@ -903,6 +891,23 @@ def _flags_applied(before: Entry, now: Entry, wanted: frozenset[str]) -> frozens
     was = frozenset(c for c in before.flags if c in MANAGED)
     has = frozenset(c for c in now.flags if c in MANAGED)
     return (has - (was - wanted)) | (wanted - was)
+
+
+def _unpaired_matches(session: imap.ImapSession, state: State, folder: str,
+                      token: str | None) -> list[int]:
+    """The UIDs of folder (the selected one) that no pair holds and that match an
+    upload's token (see _token): where an upload whose UID went unrecorded may be."""
+    if not token:
+        return []
+    paired = {p.uid for p in state.pairs(folder) if p.uid is not None}
+    if token.startswith("size:"):
+        size, _, digest = token[5:].partition(":")
+        metas = session.fetch_meta()
+        found = [u for u, m in metas.items() if m.size == int(size) and u not in paired]
+        if digest:   # (a token of an older version has the size alone)
+            found = [u for u, d in _header_digests(session, found).items() if d == digest]
+        return found
+    return [u for u in session.find_by_message_id(token) if u not in paired]
 
 
 def _header_digests(session: imap.ImapSession, uids: list[int]) -> dict[int, str]:
