@@ -106,16 +106,20 @@ def fetch(ctx: Context, accounts: tuple[str, ...], keep: bool | None, limit: int
               help="Override the account's mode for this run.")
 @click.option("--allow-mass-delete", is_flag=True,
               help="Proceed even where a run would delete more than max_delete of a folder.")
+@click.option("--allow-mass-copy", is_flag=True,
+              help="Proceed with a first sync whose content pairing matched too little "
+                   "of two full folders (it would copy most of each side to the other).")
 @click.option("--full", is_flag=True,
               help="Upgrade every headers-only placeholder to the full message.")
 @pass_ctx
 def sync(ctx: Context, accounts: tuple[str, ...], folders: tuple[str, ...], dry_run: bool,
-         mode: str | None, allow_mass_delete: bool, full: bool) -> None:
+         mode: str | None, allow_mass_delete: bool, allow_mass_copy: bool,
+         full: bool) -> None:
     """IMAP two-way sync between server folders and local Maildir folders."""
     from mailsync.engine import RunOptions
     _run(ctx, accounts, RunOptions(command="sync", dry_run=dry_run, mode=mode,
                                    folders=folders, allow_mass_delete=allow_mass_delete,
-                                   full=full))
+                                   allow_mass_copy=allow_mass_copy, full=full))
 
 
 @cli.command()

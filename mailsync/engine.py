@@ -30,6 +30,7 @@ class RunOptions:
     mode: str | None = None           # sync --mode overrides the account's mode
     folders: tuple[str, ...] = ()
     allow_mass_delete: bool = False
+    allow_mass_copy: bool = False
     full: bool = False
 
 
@@ -89,7 +90,8 @@ def _job(account: Account, options: RunOptions, state: State, reporter: Reporter
         mode = "pull" if options.command == "fetch" else (options.mode or account.mode)
         return sync_account(account, state, reporter, SyncOptions(
             mode=mode, dry_run=options.dry_run, folders=options.folders,
-            allow_mass_delete=options.allow_mass_delete, full=options.full))
+            allow_mass_delete=options.allow_mass_delete,
+            allow_mass_copy=options.allow_mass_copy, full=options.full))
     except sqlite3.Error as exc:
         raise LocalIOError(f"account {account.name}: state database error: {exc}",
                            f"check free space and permissions of {account.state_dir}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 COUNTS = ("downloaded", "uploaded", "deleted_local", "deleted_remote", "flags_changed",
-          "skipped", "bytes_downloaded")
+          "skipped", "bytes_downloaded", "paired")
 
 
 @dataclass
@@ -17,6 +17,7 @@ class Counts:
     flags_changed: int = 0
     skipped: int = 0
     bytes_downloaded: int = 0
+    paired: int = 0     # a first sync's messages found on both sides and recorded, not copied
 
     def add(self, other: "Counts") -> None:
         for name in COUNTS:

@@ -47,6 +47,7 @@ class SyncOptions:
     dry_run: bool = False
     folders: tuple[str, ...] = ()
     allow_mass_delete: bool = False
+    allow_mass_copy: bool = False
     full: bool = False
 
 

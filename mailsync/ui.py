@@ -159,6 +159,8 @@ def human_bytes(n: int) -> str:
 
 def summary_line(r: AccountResult) -> str:
     parts = [f"{r.downloaded} downloaded ({human_bytes(r.bytes_downloaded)})"]
+    if r.paired:
+        parts.append(f"{r.paired} already on both sides (paired)")
     if r.uploaded:
         parts.append(f"{r.uploaded} uploaded")
     if r.flags_changed:
