@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Callable, Iterable
 
-from mailsync import crashpoints, folders, imap, moves
+from mailsync import adoption, crashpoints, folders, imap, moves, traces
 from mailsync.config import Account, resolve_secret
 from mailsync.errors import (Interrupted, MailsyncError, ProtocolError, RefusedError,
                              TemporaryError)
@@ -306,42 +306,31 @@ class LocalMoves:
 
 
 class SharedReporter:
-    """The run's reporter for several folder threads: calls one at a time, and the
-    transfers of folders running together shown as one progress bar."""
+    """The run's reporter for several folder threads: calls one at a time. Each folder
+    reports its own transfer from its own thread (start, messages, end); the reporter
+    adds them up into the account's one bar, with the folders in flight beneath it."""
 
     def __init__(self, reporter: Reporter, account: str) -> None:
         self.reporter, self.account = reporter, account
         self.tracing = getattr(reporter, "tracing", False)
         self._lock = threading.Lock()
-        self._active: list[str] = []
-        self._messages = self._bytes = 0      # of the transfers now running
-        self._done_messages = self._done_bytes = 0
 
     def transfer_started(self, label: str, messages: int, nbytes: int) -> None:
         with self._lock:
-            if self._active:                  # redraw one bar for all running transfers
-                self.reporter.transfer_finished()
-            self._active.append(label)
-            self._messages += messages
-            self._bytes += nbytes
-            shown = label if len(self._active) == 1 else (
-                f"{self.account} ({len(self._active)} folders)")
-            self.reporter.transfer_started(shown, self._messages - self._done_messages,
-                                           self._bytes - self._done_bytes)
+            self.reporter.transfer_started(label, messages, nbytes)
 
-    def transferred(self, nbytes: int) -> None:
+    def transferred(self, nbytes: int, stored: int | None = None) -> None:
+        """nbytes: the message's size as planned (the server's); stored: as counted
+        in the summary, when it differs."""
         with self._lock:
-            self._done_messages += 1
-            self._done_bytes += nbytes
-            self.reporter.transferred(nbytes)
+            if stored is None or stored == nbytes:
+                self.reporter.transferred(nbytes)
+            else:
+                self.reporter.transferred(nbytes, stored)
 
     def transfer_finished(self) -> None:
         with self._lock:
-            if self._active:
-                self._active.pop()
-            if not self._active:
-                self._messages = self._bytes = self._done_messages = self._done_bytes = 0
-                self.reporter.transfer_finished()
+            self.reporter.transfer_finished()
 
     def warn(self, text: str) -> None:
         with self._lock:
@@ -366,8 +355,8 @@ def _folder_pairings(session: imap.ImapSession, account: Account, state: State,
             reporter.warn(f"account {account.name}: skipping server folder {f.raw!r}: "
                           "its name is not valid modified UTF-7")
     delimiter = session.delimiter or next((f.delimiter for f in listed if f.delimiter), "/")
-    local = folders.local_folders(account.maildir, account.layout)
-    known = {r.name for r in state.folder_records()}
+    local = folders.local_maildirs(account.maildir, account.layout)
+    known = {r.name: r.relpath for r in state.folder_records()}
     pairings, skipped = folders.pair_folders(
         server, local, known, account.layout, options.mode,
         options.folders or account.folders, account.exclude, delimiter)
@@ -417,12 +406,19 @@ class FolderSync:
         if not self.options.dry_run:
             self._settle_intents()
         last = self._last_pairs(status)
-        remote = self._remote_snapshot(status, record, last)
+        adopting = not last and bool(self.entries) and status.exists > 0
+        if adopting:
+            remote, last = self._adopt(status)
+        else:
+            remote = self._remote_snapshot(status, record, last)
         plan = plan_folder(remote, self._local_snapshot(last), last, self._policy())
         if plan.refused:
             raise RefusedError(f"{self.label}: {plan.refused}")
+        if adopting:
+            self._record_adoption(remote, last, plan)
         if self.options.dry_run:
-            self.plan_lines.extend(f"{self.name}: {line}" for line in describe(plan))
+            self.plan_lines.extend(f"{self.name}: {line}"
+                                   for line in describe(plan, self.entries))
             return
         self._execute(plan, remote)
         # The values seen before this run's own changes: the next run then fetches
@@ -571,6 +567,72 @@ class FolderSync:
             return message_id, int(size.group(1))
         return message_id, crlf_size(data)
 
+    # A first sync into a full folder ----------------------------------------------------
+    def _adopt(self, status: imap.FolderStatus) -> tuple[dict[int, RemoteMsg], list[Pair]]:
+        """No pairs yet, mail on both sides: the messages already on both sides, paired
+        by content (see mailsync.adoption), so that only the rest is transferred. Their
+        last-synced flags are those both sides share: the plan then adds on each side
+        the flags the other has, and no flag is lost."""
+        metas = self.session.fetch_meta(with_message_id=True)
+        remote = {uid: RemoteMsg(uid, m.flags, m.size) for uid, m in metas.items()}
+        prints = {uid: adoption.RemotePrint(uid, m.message_id, m.size)
+                  for uid, m in metas.items()}
+        local = self._local_prints(status.uidvalidity)
+        found = adoption.pair_by_content(
+            prints, local, lambda uids: self._server_header_prints(uids, metas),
+            self._server_hashes, self._local_hash)
+        pairs = [Pair(uid, key, remote[uid].flags & self._managed_flags(key),
+                      local[key].placeholder) for uid, key in found]
+        return remote, pairs
+
+    def _record_adoption(self, remote: dict[int, RemoteMsg], pairs: list[Pair],
+                         plan: FolderPlan) -> None:
+        """Refuse a first sync whose pairing found too little, else record its pairs
+        (in one transaction, before any transfer: a crash leaves an ordinary folder)."""
+        refusal = adoption.first_sync_refusal(len(remote), len(self.entries), len(pairs),
+                                              plan.counts.download, plan.counts.upload)
+        if refusal and not self.options.allow_mass_copy:
+            raise RefusedError(f"{self.label}: {refusal}")
+        self.result.paired = len(pairs)
+        if self.options.dry_run:
+            self.plan_lines.append(f"{self.name}: pair {len(pairs)} message(s) found on "
+                                   "both sides (nothing copied)")
+        else:
+            self.state.put_pairs(self.name, pairs)
+            self.reporter.detail(f"{self.label}: {len(pairs)} message(s) already on both "
+                                 "sides paired, not copied")
+
+    def _local_prints(self, uidvalidity: int) -> dict[str, adoption.LocalPrint]:
+        hints = traces.server_uid_hints(self.maildir.path, self.entries, uidvalidity)
+        prints = {}
+        for key, entry in self.entries.items():
+            try:
+                data = self.maildir.read(entry)
+            except FileNotFoundError:
+                continue    # renamed or deleted by a mail client: the plan sees it next run
+            header = data.split(b"\n\n", 1)[0]
+            size = _PLACEHOLDER_RE.search(header)
+            prints[key] = adoption.local_print(key, data, imap.parse_message_id(header),
+                                               hints.get(key),
+                                               int(size.group(1)) if size else None)
+        return prints
+
+    def _server_header_prints(self, uids: list[int], metas: dict[int, imap.RemoteMeta]
+                              ) -> dict[int, adoption.HeaderPrint]:
+        return {uid: adoption.header_print(data, metas[uid].size)
+                for uid, data in _fetch_whole(self.session, uids, headers_only=True).items()}
+
+    def _server_hashes(self, uids: list[int]) -> dict[int, str]:
+        return {uid: adoption.body_hash(data)
+                for uid, data in _fetch_whole(self.session, uids).items()}
+
+    def _local_hash(self, key: str) -> str:
+        entry = self._entry(key)
+        return adoption.body_hash(self.maildir.read(entry)) if entry else ""
+
+    def _managed_flags(self, key: str) -> frozenset[str]:
+        return frozenset(c for c in self.entries[key].flags if c in MANAGED)
+
     # Settling what a crash left ---------------------------------------------------------
     def _settle_intents(self) -> None:
         intents = self.state.intents(self.name)
@@ -664,7 +726,7 @@ class FolderSync:
             files[uid].close(durable=False)   # made durable with the batch
             complete.add(uid)
             self.result.bytes_downloaded += nbytes
-            self.reporter.transferred(remote[uid].size)
+            self.reporter.transferred(remote[uid].size, nbytes)
             crashpoints.step("downloaded")
 
         sizes = {u: remote[u].size for u in by_uid}
@@ -914,10 +976,18 @@ def _unpaired_matches(session: imap.ImapSession, state: State, folder: str,
 def _header_digests(session: imap.ImapSession, uids: list[int]) -> dict[int, str]:
     """moves.header_digest of each of these messages of the selected folder that the
     server still has."""
-    headers: dict[int, io.BytesIO] = {}
-    session.fetch_bodies(uids, lambda uid: headers.setdefault(uid, io.BytesIO()),
-                         lambda uid, n: None, headers_only=True)
-    return {uid: moves.header_digest(h.getvalue()) for uid, h in headers.items()}
+    return {uid: moves.header_digest(header)
+            for uid, header in _fetch_whole(session, uids, headers_only=True).items()}
+
+
+def _fetch_whole(session: imap.ImapSession, uids: list[int],
+                 headers_only: bool = False) -> dict[int, bytes]:
+    """These messages (or their headers) of the selected folder, in memory: only for
+    the few a comparison needs, never for a transfer."""
+    found: dict[int, io.BytesIO] = {}
+    session.fetch_bodies(uids, lambda uid: found.setdefault(uid, io.BytesIO()),
+                         lambda uid, n: None, headers_only=headers_only)
+    return {uid: data.getvalue() for uid, data in found.items()}
 
 
 def _token(data: bytes) -> str:
@@ -960,8 +1030,10 @@ def _batches(actions: list, size_of) -> Iterable[list]:
         yield batch
 
 
-def describe(plan: FolderPlan) -> list[str]:
-    """The plan in words, one line per action, for --dry-run."""
+def describe(plan: FolderPlan, entries: dict[str, Entry] | None = None) -> list[str]:
+    """The plan in words, one line per action, for --dry-run. Flag changes on either
+    side in one notation: the letters added and removed (+S -F); entries, the local
+    messages as planned from, give the local side's letters before."""
     lines = []   # Record and Forget only touch the state: nothing to show
     for a in plan.actions:
         if isinstance(a, Download):
@@ -970,15 +1042,25 @@ def describe(plan: FolderPlan) -> list[str]:
         elif isinstance(a, Upload):
             lines.append(f"upload local message {a.key}")
         elif isinstance(a, UpgradePlaceholder):
-            lines.append(f"fetch the whole of UID {a.uid} for placeholder {a.key}")
+            lines.append(f"download the whole of UID {a.uid} for placeholder {a.key}")
         elif isinstance(a, SetRemoteFlags):
-            lines.append(f"server UID {a.uid}: flags +{''.join(sorted(a.add))} "
-                         f"-{''.join(sorted(a.remove))}")
+            lines.append(f"flags on the server, UID {a.uid}: {_flag_change(a.add, a.remove)}")
         elif isinstance(a, SetLocalFlags):
-            lines.append(f"local {a.key}: flags become {''.join(sorted(a.flags)) or 'none'}")
+            entry = (entries or {}).get(a.key)
+            before = frozenset(c for c in entry.flags if c in MANAGED) if entry else None
+            change = (_flag_change(a.flags - before, before - a.flags) if before is not None
+                      else _flag_change(a.flags, frozenset(MANAGED) - a.flags))
+            lines.append(f"flags locally, {a.key}: {change}")
         elif isinstance(a, ExpungeRemote):
             lines.append(f"expunge UID {a.uid} on the server (deleted locally)")
         elif isinstance(a, DeleteLocal):
             lines.append(f"delete local {a.key} (expunged on the server)")
     return lines
+
+
+def _flag_change(add: Iterable[str], remove: Iterable[str]) -> str:
+    """Maildir flag letters added and removed: "+FS -T" (a side left out when empty)."""
+    parts = [f"{sign}{''.join(sorted(letters))}" for sign, letters in (("+", add), ("-", remove))
+             if letters]
+    return " ".join(parts) or "unchanged"
 

@@ -1,0 +1,227 @@
+"""A first sync into a folder that already holds mail on both sides: pair by content.
+
+A Maildir filled by mbsync, offlineimap, a restored backup, a copy from another machine
+or another mailsync account holds the server's messages under names mailsync never
+recorded. Taken for new, every message would be downloaded and uploaded once more,
+doubling both sides. Instead, before the first plan of a folder with no pairs, each
+server message is matched with the local file holding the same message:
+
+1. a trace another tool left (a server UID it recorded for the file) is taken when the
+   Message-ID and the size agree with that UID's: no header is fetched for it;
+2. otherwise Message-ID, size and a digest of the header, unique on both sides;
+3. where those are ambiguous (several messages alike in all three), a hash of the whole
+   message, one to one in UID and key order: equal hashes are the same message;
+4. a headers-first placeholder (state lost) by Message-ID and the full size it names.
+
+Sizes are the server's count (RFC822.SIZE, CRLF line ends); a header line ``X-TUID:``
+(mbsync adds one to messages it copies) is left out on both sides. Whatever does not
+pair is a true leftover, transferred as new.
+
+This module is pure: the engine gives it the fingerprints and callables that fetch
+what a step needs (headers, whole messages), only for the messages still unpaired.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Callable, Iterable, Mapping
+
+__all__ = ["RemotePrint", "LocalPrint", "HeaderPrint", "comparable", "header_print",
+           "body_hash", "server_size", "pair_by_content", "first_sync_refusal",
+           "MASS_COPY_HINT"]
+
+MASS_COPY_HINT = "rerun with --allow-mass-copy if these are different messages"
+GUARD_MIN_MESSAGES = 5   # below this on either side, copying all of it surprises nobody
+
+_TUID_LINE = re.compile(rb"^X-TUID:[^\n]*\n(?:[ \t][^\n]*\n)*", re.I | re.M)
+
+
+@dataclass(frozen=True)
+class RemotePrint:
+    """A server message as FETCH FLAGS RFC822.SIZE and the Message-ID show it."""
+
+    uid: int
+    message_id: str | None
+    size: int
+
+
+@dataclass(frozen=True)
+class LocalPrint:
+    """A local file. ``size`` is the server's count for it (see server_size); ``header``
+    the digest of its header (None for a placeholder, whose header mailsync rewrote);
+    ``hint`` a server UID another tool's traces give it (only a hint)."""
+
+    key: str
+    message_id: str | None
+    size: int
+    header: str | None
+    hint: int | None = None
+
+    @property
+    def placeholder(self) -> bool:
+        return self.header is None
+
+
+@dataclass(frozen=True)
+class HeaderPrint:
+    """What the header of a server message adds: its size and digest with X-TUID left out."""
+
+    size: int
+    header: str
+
+
+def comparable(message: bytes) -> bytes:
+    """The message with LF line ends and no X-TUID header line, as both sides compare."""
+    text = message.replace(b"\r\n", b"\n")
+    head, sep, body = text.partition(b"\n\n")
+    head = _TUID_LINE.sub(b"", head + b"\n")[:-1]
+    return head + sep + body
+
+
+def server_size(message: bytes) -> int:
+    """RFC822.SIZE of a message stored with LF: each line end counts two bytes."""
+    return len(message) + message.count(b"\n") - message.count(b"\r\n")
+
+
+def header_print(header: bytes, size: int) -> HeaderPrint:
+    """A server message's HeaderPrint from its header (as fetched) and RFC822.SIZE."""
+    kept = comparable(header)
+    return HeaderPrint(size - (server_size(header) - server_size(kept)), _digest(kept))
+
+
+def _digest(message: bytes) -> str:
+    return hashlib.sha256(message.split(b"\n\n", 1)[0].rstrip(b"\n")).hexdigest()
+
+
+def body_hash(message: bytes) -> str:
+    return hashlib.sha256(comparable(message)).hexdigest()
+
+
+def local_print(key: str, data: bytes, message_id: str | None, hint: int | None = None,
+                placeholder_size: int | None = None) -> LocalPrint:
+    """A local file's print; a placeholder gives the full size its note names."""
+    if placeholder_size is not None:
+        return LocalPrint(key, message_id, placeholder_size, None, hint)
+    kept = comparable(data)
+    return LocalPrint(key, message_id, server_size(kept), _digest(kept), hint)
+
+
+def pair_by_content(remote: Mapping[int, RemotePrint], local: Mapping[str, LocalPrint],
+                    fetch_headers: Callable[[list[int]], Mapping[int, HeaderPrint]],
+                    fetch_hashes: Callable[[list[int]], Mapping[int, str]],
+                    local_hash: Callable[[str], str]) -> list[tuple[int, str]]:
+    """(uid, key) of every server message and local file that hold the same message,
+    one to one. The callables are asked only about messages still unpaired:
+    fetch_headers(uids) and fetch_hashes(uids) for server messages (a uid missing from
+    the answer is gone), local_hash(key) for files."""
+    pairs = _by_trace(remote, local)
+    left_r, left_l = dict(remote), dict(local)
+    _drop_paired(pairs, left_r, left_l)
+    if left_r and any(not lp.placeholder for lp in left_l.values()):
+        heads = fetch_headers(sorted(left_r))
+        unique, ambiguous = _by_header(left_r, heads, left_l)
+        pairs += unique + _by_hash(ambiguous, fetch_hashes, local_hash)
+        _drop_paired(pairs, left_r, left_l)
+    if left_r and left_l:
+        pairs += _placeholders(left_r, left_l)
+    return sorted(pairs)
+
+
+def _by_trace(remote: Mapping[int, RemotePrint],
+              local: Mapping[str, LocalPrint]) -> list[tuple[int, str]]:
+    pairs, used = [], set()
+    for key, lp in sorted(local.items()):
+        r = remote.get(lp.hint) if lp.hint is not None else None
+        if (r is not None and r.uid not in used and lp.message_id is not None
+                and r.message_id == lp.message_id and r.size == lp.size):
+            pairs.append((r.uid, key))
+            used.add(r.uid)
+    return pairs
+
+
+def _by_header(remote: Mapping[int, RemotePrint], heads: Mapping[int, HeaderPrint],
+               local: Mapping[str, LocalPrint]):
+    """Pairs unique by Message-ID, size and header digest; and the ambiguous groups
+    (uids, keys) alike in all three."""
+    groups: dict[tuple, tuple[list[int], list[str]]] = {}
+    for uid in sorted(remote):
+        if (h := heads.get(uid)) is not None:
+            groups.setdefault((remote[uid].message_id, h.size, h.header), ([], []))[0].append(uid)
+    for key in sorted(local):
+        lp = local[key]
+        if not lp.placeholder and (g := groups.get((lp.message_id, lp.size, lp.header))):
+            g[1].append(key)
+    # A Message-ID seen twice on a side may stand for different bodies with equal
+    # headers and sizes (an edited copy): those are told apart by their whole content.
+    repeated = _repeated_ids(remote.values()) | _repeated_ids(local.values())
+    unique, ambiguous = [], []
+    for (message_id, _, _), (uids, keys) in groups.items():
+        if len(uids) == 1 and len(keys) == 1 and message_id not in repeated:
+            unique.append((uids[0], keys[0]))
+        elif uids and keys:
+            ambiguous.append((uids, keys))
+    return unique, ambiguous
+
+
+def _repeated_ids(prints: Iterable[RemotePrint | LocalPrint]) -> set[str]:
+    seen: set[str] = set()
+    repeated = set()
+    for p in prints:
+        if p.message_id is not None:
+            (repeated if p.message_id in seen else seen).add(p.message_id)
+    return repeated
+
+
+def _by_hash(groups: list[tuple[list[int], list[str]]],
+             fetch_hashes: Callable[[list[int]], Mapping[int, str]],
+             local_hash: Callable[[str], str]) -> list[tuple[int, str]]:
+    if not groups:
+        return []
+    hashes = fetch_hashes(sorted(u for uids, _ in groups for u in uids))
+    pairs = []
+    for uids, keys in groups:
+        waiting: dict[str, list[str]] = {}
+        for key in keys:
+            waiting.setdefault(local_hash(key), []).append(key)
+        for uid in uids:
+            same = waiting.get(hashes.get(uid, ""))
+            if same:
+                pairs.append((uid, same.pop(0)))
+    return pairs
+
+
+def _placeholders(remote: dict[int, RemotePrint],
+                  local: dict[str, LocalPrint]) -> list[tuple[int, str]]:
+    """A placeholder whose Message-ID and full size name exactly one server message."""
+    by_print: dict[tuple, list[int]] = {}
+    for uid, r in sorted(remote.items()):
+        if r.message_id is not None:
+            by_print.setdefault((r.message_id, r.size), []).append(uid)
+    holders: dict[tuple, list[str]] = {}
+    for key, lp in sorted(local.items()):
+        if lp.placeholder and lp.message_id is not None:
+            holders.setdefault((lp.message_id, lp.size), []).append(key)
+    return [(by_print[p][0], keys[0]) for p, keys in holders.items()
+            if len(keys) == 1 and len(by_print.get(p, ())) == 1]
+
+
+def _drop_paired(pairs: Iterable[tuple[int, str]], remote: dict, local: dict) -> None:
+    for uid, key in pairs:
+        remote.pop(uid, None)
+        local.pop(key, None)
+
+
+def first_sync_refusal(server_count: int, local_count: int, paired: int,
+                       downloads: int, uploads: int) -> str | None:
+    """Why a first sync of a folder full on both sides should wait for the user: the
+    pairing found too little (under half of the smaller side), so the run would copy
+    most of one side to the other: most likely not the same mailbox, or messages the
+    other tool changed. None when it may go ahead."""
+    smaller = min(server_count, local_count)
+    if smaller < GUARD_MIN_MESSAGES or 2 * paired >= smaller or not downloads + uploads:
+        return None
+    return (f"refused: a first sync with mail on both sides found only {paired} of the "
+            f"{local_count} local and {server_count} server messages on both sides; it "
+            f"would download {downloads} and upload {uploads}; {MASS_COPY_HINT}")
