@@ -1,0 +1,176 @@
+"""A Maildir that is already full, pointed at by a new mailsync account: the messages it
+shares with the server are adopted, never copied again, and only the true leftovers move.
+
+The Maildirs are made by the real peers (mbsync, offlineimap: tests/peers.py) against the
+test Dovecot, in their own layouts and with a non-ASCII folder, or by mailsync itself and
+then restored without its state."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from tests.corpus import make_corpus, make_message
+from tests.peers import PEER_LAYOUTS, PeerMaildir, fill, require
+
+FOLDERS = ["INBOX", "Archive", "Entwürfe", "Projects/2026"]
+
+
+def seed_mailbox(server, user: str) -> dict[str, list[bytes]]:
+    """Several folders, one of them non-ASCII and one nested, with assorted flags."""
+    inbox = make_corpus(8)
+    server.seed(user, inbox[:4])
+    server.seed(user, inbox[4:7], flags="S")
+    server.seed(user, inbox[7:], flags="FS")
+    archive = make_corpus(3, seed=2)
+    server.seed(user, archive, folder="Archive", flags="RS")
+    drafts = make_corpus(2, seed=3)
+    server.seed(user, drafts, folder="Entwürfe", flags="D")
+    projects = make_corpus(3, seed=4)
+    server.seed(user, projects[:2], folder="Projects/2026")
+    server.seed(user, projects[2:], folder="Projects/2026", flags="FS")
+    return {"INBOX": inbox, "Archive": archive, "Entwürfe": drafts,
+            "Projects/2026": projects}
+
+
+def total(mailbox: dict[str, list[bytes]]) -> int:
+    return sum(len(bodies) for bodies in mailbox.values())
+
+
+def agree(s, folder: str) -> None:
+    """Both sides hold the same messages with the same flags."""
+    assert s.local.bodies(folder) == s.remote.bodies(folder), folder
+    assert s.local.flags_by_body(folder) == s.remote.flags_by_body(folder), folder
+
+
+def counts(result) -> dict:
+    assert result.code == 0, result.err
+    summary = result.json["accounts"][0]
+    return {key: summary[key] for key in ("downloaded", "bytes_downloaded", "uploaded",
+                                          "deleted_local", "deleted_remote", "paired")}
+
+
+def peer_filled(imap_account, dovecot, tmp_path, layout):
+    """A mailbox the peer has synced into its Maildir, and a new mailsync account (no
+    state) over that Maildir, with the layout nearest to the peer's."""
+    require(layout.tool)
+    user = dovecot.new_user()
+    mailbox = seed_mailbox(dovecot, user)
+    root = fill(layout, dovecot, user, tmp_path / f"{layout.tool}-home")
+    s = imap_account(user=user, layout=layout.mailsync_layout, maildir=str(root))
+    s.local = PeerMaildir(root, layout)
+    for folder in FOLDERS:      # the peer did its job: every message is on both sides
+        assert len(s.local.files(folder)) == len(mailbox[folder]), (layout.id, folder)
+        agree(s, folder)
+    return s, mailbox
+
+
+def assert_adopted(s, mailbox) -> None:
+    server_folders, directories = s.remote.folders(), s.local.directories()
+    files = {folder: s.local.files(folder) for folder in FOLDERS}
+    summary = counts(s.sync())
+    assert summary == {"downloaded": 0, "bytes_downloaded": 0, "uploaded": 0,
+                       "deleted_local": 0, "deleted_remote": 0, "paired": total(mailbox)}
+    assert s.remote.folders() == server_folders
+    assert s.local.directories() == directories, "a local folder was created"
+    for folder in FOLDERS:
+        assert s.remote.bodies(folder) == sorted(mailbox[folder]), folder
+        agree(s, folder)
+    assert {folder: s.local.files(folder) for folder in FOLDERS} == files, \
+        "the peer's file names are kept"
+
+
+MBSYNC = [layout for layout in PEER_LAYOUTS if layout.tool == "mbsync"]
+OFFLINEIMAP = [layout for layout in PEER_LAYOUTS if layout.tool == "offlineimap"]
+
+
+@pytest.mark.parametrize("layout", MBSYNC, ids=lambda layout: layout.id)
+def test_maildir_filled_by_mbsync_is_adopted_without_copying(imap_account, dovecot,
+                                                             tmp_path, layout):
+    s, mailbox = peer_filled(imap_account, dovecot, tmp_path, layout)
+    assert_adopted(s, mailbox)
+
+
+@pytest.mark.parametrize("layout", OFFLINEIMAP, ids=lambda layout: layout.id)
+def test_maildir_filled_by_offlineimap_is_adopted_without_copying(imap_account, dovecot,
+                                                                  tmp_path, layout):
+    s, mailbox = peer_filled(imap_account, dovecot, tmp_path, layout)
+    assert_adopted(s, mailbox)
+
+
+@pytest.mark.parametrize("layout", PEER_LAYOUTS, ids=lambda layout: layout.id)
+def test_after_adopting_a_peers_maildir_the_next_sync_carries_exactly_the_changes(
+        imap_account, dovecot, tmp_path, layout):
+    s, mailbox = peer_filled(imap_account, dovecot, tmp_path, layout)
+    assert s.sync().code == 0
+    arrived = make_message(700)
+    s.remote.append("INBOX", arrived, "F")
+    reflagged = mailbox["Archive"][1]
+    s.local.set_flags("Archive", reflagged, "FRS")
+    removed = mailbox["Projects/2026"][0]
+    s.local.delete("Projects/2026", removed)
+    server_folders, directories = s.remote.folders(), s.local.directories()
+
+    summary = s.sync().json["accounts"][0]
+    assert {key: summary[key] for key in ("downloaded", "uploaded", "flags_changed",
+                                          "deleted_local", "deleted_remote")} == {
+        "downloaded": 1, "uploaded": 0, "flags_changed": 1, "deleted_local": 0,
+        "deleted_remote": 1}, summary
+    assert s.local.flags_by_body("INBOX")[arrived] == "F"
+    assert s.remote.flags_by_body("Archive")[reflagged] == "FRS"
+    assert removed not in s.remote.bodies("Projects/2026")
+    assert s.remote.folders() == server_folders
+    assert s.local.directories() == directories
+    for folder in FOLDERS:
+        agree(s, folder)
+    again = s.sync().json["accounts"][0]
+    assert again["downloaded"] == again["uploaded"] == again["flags_changed"] == 0, again
+
+
+# A Maildir mailsync wrote itself, without the state that went with it -----------------
+def new_on_both_sides(s, local) -> tuple[list[bytes], list[bytes]]:
+    """Two messages new on the server and three new in the Maildir *local*."""
+    on_server = [make_message(800), make_message(801)]
+    s.remote.append("INBOX", on_server[0])
+    s.remote.append("Archive", on_server[1], "S")
+    in_maildir = [make_message(810), make_message(811), make_message(812)]
+    local.deliver("INBOX", in_maildir[0])
+    local.deliver("Entwürfe", in_maildir[1], "D")
+    local.deliver("Projects/2026", in_maildir[2], "S")
+    return on_server, in_maildir
+
+
+def assert_only_new_moved(s, mailbox, on_server, in_maildir, summary) -> None:
+    size = summary.pop("bytes_downloaded")
+    assert summary == {"downloaded": len(on_server), "uploaded": len(in_maildir),
+                       "deleted_local": 0, "deleted_remote": 0, "paired": total(mailbox)}
+    stored = sum(len(m) for m in on_server)
+    assert size in (stored, stored + sum(m.count(b"\n") for m in on_server))  # LF or CRLF
+    assert sorted(s.remote.folders()) == sorted(FOLDERS)
+    for folder in FOLDERS:
+        agree(s, folder)
+    assert len(s.remote.bodies()) == len(mailbox["INBOX"]) + 2
+
+
+@pytest.mark.parametrize("layout", ["maildir++", "fs"])
+def test_maildir_restored_from_a_copy_moves_only_the_new_messages(imap_account, dovecot,
+                                                                 tmp_path, layout):
+    first = imap_account(layout=layout)
+    mailbox = seed_mailbox(dovecot, first.acct.user)
+    assert counts(first.sync())["downloaded"] == total(mailbox)
+    copy = tmp_path / "restored"
+    shutil.copytree(first.acct.maildir, copy, symlinks=True)
+    s = imap_account(user=first.acct.user, layout=layout, maildir=str(copy))
+    on_server, in_maildir = new_on_both_sides(s, s.local)
+    assert_only_new_moved(s, mailbox, on_server, in_maildir, counts(s.sync()))
+
+
+@pytest.mark.parametrize("layout", ["maildir++", "fs"])
+def test_lost_state_directory_moves_only_the_new_messages(imap_account, dovecot, layout):
+    s = imap_account(layout=layout)
+    mailbox = seed_mailbox(dovecot, s.acct.user)
+    assert counts(s.sync())["downloaded"] == total(mailbox)
+    shutil.rmtree(s.acct.state_dir)
+    on_server, in_maildir = new_on_both_sides(s, s.local)
+    assert_only_new_moved(s, mailbox, on_server, in_maildir, counts(s.sync()))
