@@ -599,6 +599,7 @@ class FolderSync:
                                    "both sides (nothing copied)")
         else:
             self.state.put_pairs(self.name, pairs)
+            crashpoints.step("adopted")
             self.reporter.detail(f"{self.label}: {len(pairs)} message(s) already on both "
                                  "sides paired, not copied")
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import shutil
 
+from tests.test_sync_crash import killed_sync, steps_of
+
 from tests.corpus import make_corpus, make_message
 
 
@@ -140,3 +142,22 @@ def test_dry_run_of_an_adoption_says_how_many_pair_and_changes_nothing(imap_acco
     assert any("pair 4 message(s)" in line for line in dry["plan"])
     assert len(s.local.bodies()) == 4 and len(s.remote.bodies()) == 5
     assert summary(s.sync("--dry-run"))["paired"] == 4   # nothing was recorded
+
+
+def lost_state_with_news(imap_account):
+    s = synced_then_state_lost(imap_account, make_corpus(10))
+    s.remote.append("INBOX", make_message(820), "S")
+    s.local.deliver("INBOX", make_message(821), "F")
+    return s
+
+
+def test_adoption_killed_at_any_step_then_rerun_doubles_nothing(imap_account, tmp_path):
+    steps = steps_of(lost_state_with_news(imap_account), tmp_path, "adopt")
+    assert "adopted" in steps
+    for point in range(1, len(steps) + 1):
+        s = lost_state_with_news(imap_account)
+        killed_sync(s, point)
+        rerun = summary(s.sync())
+        assert sorted(s.local.bodies()) == sorted(s.remote.bodies()), f"step {point}"
+        assert len(s.remote.bodies()) == 12, f"step {point}: {rerun}"
+        s.remote.close()
