@@ -140,3 +140,14 @@ def test_dovecot_uidlist_gives_uids_when_its_uidvalidity_is_the_servers(tmp_path
     keys = ["1.M1P1.h", "2.M2P2.h"]
     assert traces.server_uid_hints(tmp_path, keys, 1700000000) == {keys[0]: 1, keys[1]: 4}
     assert traces.server_uid_hints(tmp_path, keys, 1) == {}
+
+
+def test_the_content_pairing_imports_no_io_library():
+    import ast
+    import inspect
+    tree = ast.parse(inspect.getsource(adoption))
+    imported = {(n.module or "").split(".")[0] for n in ast.walk(tree)
+                if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
+                 for a in n.names}
+    assert imported <= {"__future__", "hashlib", "re", "dataclasses", "typing"}, imported
