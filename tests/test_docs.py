@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MAN = ROOT / "man" / "mailsync.1"
 README = ROOT / "README.md"
 
-# SPEC.md, "Exit status": the codes scripts may rely on.
+# The exit statuses scripts may rely on (README "Running from cron", man EXIT STATUS).
 CONTRACT_EXIT_CODES = (0, 1, 64, 65, 69, 74, 75, 77, 78)
 # Not in the contract table but documented: an internal error and an interrupted run.
 OTHER_EXIT_CODES = (EX_SOFTWARE, errors.Interrupted.exit_code)
