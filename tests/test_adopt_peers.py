@@ -12,7 +12,7 @@ import shutil
 import pytest
 
 from tests.corpus import make_corpus, make_message
-from tests.peers import PEER_LAYOUTS, PeerMaildir, fill, require, without_tuid
+from tests.peers import PEER_LAYOUTS, PeerLayout, PeerMaildir, fill, require, without_tuid
 
 FOLDERS = ["INBOX", "Archive", "Entwürfe", "Projects/2026"]
 
@@ -163,7 +163,6 @@ def test_a_draft_edited_in_the_peers_maildir_is_not_taken_for_the_servers_copy(
         agree(s, folder)
 
 
-# A Maildir mailsync wrote itself, without the state that went with it -----------------
 def new_on_both_sides(s, local) -> tuple[list[bytes], list[bytes]]:
     """Two messages new on the server and three new in the Maildir *local*."""
     on_server = [make_message(800), make_message(801)]
@@ -186,6 +185,41 @@ def assert_only_new_moved(s, mailbox, on_server, in_maildir, summary) -> None:
     for folder in FOLDERS:
         agree(s, folder)
     assert len(s.remote.bodies()) == len(mailbox["INBOX"]) + 2
+
+
+def test_maildir_copied_from_the_imap_servers_own_disk_is_adopted_without_copying(
+        imap_account, dovecot, tmp_path):
+    """Dovecot's own Maildir++ (modified UTF-7 names, dovecot-uidlist, its ,S=,W= file
+    names) copied off the server, as a user moving from a self-hosted server would."""
+    user = dovecot.new_user()
+    mailbox = seed_mailbox(dovecot, user)
+    copy = tmp_path / "copied"
+    s = imap_account(user=user, maildir=str(copy))
+    for folder in FOLDERS:
+        s.remote.bodies(folder)             # Dovecot indexes the folder: dovecot-uidlist
+    shutil.copytree(dovecot.maildir(user), copy, symlinks=True)
+    assert (copy / "dovecot-uidlist").is_file() and (copy / ".Entw&APw-rfe").is_dir()
+    s.local = PeerMaildir(copy, PeerLayout("dovecot", "dovecot", "Maildir++", "maildir++"))
+    for folder in FOLDERS:
+        agree(s, folder)
+    assert_adopted(s, mailbox)
+
+
+# A Maildir mailsync wrote itself, without the state that went with it -----------------
+def test_a_second_account_over_the_same_maildir_adopts_it_without_copying(imap_account,
+                                                                          dovecot):
+    first = imap_account()
+    mailbox = seed_mailbox(dovecot, first.acct.user)
+    assert counts(first.sync())["downloaded"] == total(mailbox)
+    second = imap_account(user=first.acct.user, maildir=str(first.acct.maildir))
+    nothing = {"downloaded": 0, "bytes_downloaded": 0, "uploaded": 0, "deleted_local": 0,
+               "deleted_remote": 0}
+    assert counts(second.sync()) == {**nothing, "paired": total(mailbox)}
+    assert counts(first.sync()) == {**nothing, "paired": 0}
+    assert sorted(first.remote.folders()) == sorted(FOLDERS)
+    for folder in FOLDERS:
+        assert first.remote.bodies(folder) == sorted(mailbox[folder]), folder
+        agree(first, folder)
 
 
 @pytest.mark.parametrize("layout", ["maildir++", "fs"])
