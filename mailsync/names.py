@@ -61,6 +61,13 @@ can be a folder, and in ``fs`` every root entry not starting with ``.`` can.
 
 Unicode normalization is not applied: ``ä`` (NFC) and ``a`` + U+0308 (NFD)
 are different names, as they are on the server.
+
+Other tools' names
+------------------
+``peer_relpaths`` gives the paths mbsync (isync 1.4) and offlineimap would
+have used for a server folder in their default naming, which keeps the
+server's modified UTF-7 spelling on disk (``.Entw&APw-rfe``), so that a
+Maildir they filled maps to the server folders it came from.
 """
 
 from __future__ import annotations
@@ -82,6 +89,7 @@ __all__ = [
     "local_relpath",
     "matches",
     "parts_from_local",
+    "peer_relpaths",
     "server_to_components",
 ]
 
@@ -469,6 +477,77 @@ def is_safe_relpath(relpath: str) -> bool:
         if size > MAX_COMPONENT_BYTES:
             return False
     return True
+
+
+# --------------------------------------------------------------------------
+# Other tools' names for the same folder
+# --------------------------------------------------------------------------
+
+def peer_relpaths(parts: Sequence[str], layout: str) -> tuple[str, ...]:
+    """The relpaths mbsync and offlineimap would have given this server folder.
+
+    In order of preference, only those that differ from ``local_relpath`` and
+    from each other, and only safe ones (``is_safe_relpath``, no component
+    named ``cur``/``new``/``tmp``: the peers do not escape anything, mailsync
+    must never take a path outside the root or inside a Maildir's own
+    subdirectories). Components are modified UTF-7, as the peers keep them:
+
+    * ``maildir++``: mbsync ``SubFolders Maildir++``: ``.Entw&APw-rfe``,
+      ``.A.B``; a child of INBOX is ``..Sub`` (isync 1.4.4 writes it so); none
+      for a component holding ``.`` (mbsync refuses those).
+    * ``fs`` (INBOX at ``INBOX``, as mailsync's own): mbsync ``SubFolders
+      Verbatim`` ``A/B``, mbsync ``SubFolders Legacy`` ``A/.B/.C``, then
+      offlineimap's default ``A.B`` (every folder directly under the root).
+
+    Returns ``()`` for names the peers cannot have written (an empty
+    component, a lone surrogate).
+    """
+    _check_layout(layout)
+    parts = canonical_parts(parts)
+    try:
+        own = local_relpath(parts, layout)
+        encoded = tuple(encode_mutf7(p) for p in parts)
+    except ValueError:
+        return ()
+    if "" in encoded:
+        return ()
+    if layout == "maildir++":
+        candidates = [_mbsync_maildirpp(encoded)]
+    else:
+        candidates = [_mbsync_verbatim(encoded), _mbsync_legacy(encoded),
+                      _offlineimap(encoded)]
+    out: list[str] = []
+    for relpath in candidates:
+        if (relpath is not None and relpath != own and relpath not in out
+                and _is_safe_peer_path(relpath)):
+            out.append(relpath)
+    return tuple(out)
+
+
+def _mbsync_maildirpp(encoded: tuple[str, ...]) -> str | None:
+    if encoded == (INBOX,) or any("." in p for p in encoded):
+        return None
+    if encoded[0] == INBOX:
+        # mbsync joins INBOX's children to the Inbox path as "/." + "/Sub"
+        return "." + "".join("." + p for p in encoded[1:])
+    return "." + ".".join(encoded)
+
+
+def _mbsync_verbatim(encoded: tuple[str, ...]) -> str:
+    return "/".join(encoded)
+
+
+def _mbsync_legacy(encoded: tuple[str, ...]) -> str:
+    return encoded[0] + "".join("/." + p for p in encoded[1:])
+
+
+def _offlineimap(encoded: tuple[str, ...]) -> str:
+    return ".".join(encoded)
+
+
+def _is_safe_peer_path(relpath: str) -> bool:
+    return (relpath != "" and is_safe_relpath(relpath)
+            and not any(c.lower() in _RESERVED for c in relpath.split("/")))
 
 
 # --------------------------------------------------------------------------

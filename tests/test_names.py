@@ -19,6 +19,7 @@ from mailsync.names import (
     local_relpath,
     matches,
     parts_from_local,
+    peer_relpaths,
     server_to_components,
 )
 
@@ -375,3 +376,66 @@ def test_parts_from_local_never_crashes(rel, layout):
         return
     assert local_relpath(parts, layout) == rel
     assert is_safe_relpath(rel)
+
+
+# ---------------------------------------------------------------- other tools' names
+
+# (server name as components, maildir++ candidates, fs candidates): what isync 1.4.4
+# (SubFolders Maildir++; Verbatim, Legacy) and offlineimap 8 (default Maildir, sep ".")
+# write for the folder, checked by running them against Dovecot; mailsync's own name
+# (local_relpath) is never repeated.
+PEER_TABLE = [
+    (("INBOX",), (), ()),
+    (("inbox",), (), ()),
+    (("Sent",), (), ()),                                  # everyone's name is "Sent"
+    (("Entwürfe",), (".Entw&APw-rfe",), ("Entw&APw-rfe",)),
+    (("Projects", "2026"), (), ("Projects/.2026", "Projects.2026")),
+    (("Top", "Sub", "Deep"), (), ("Top/.Sub/.Deep", "Top.Sub.Deep")),
+    (("INBOX", "Sub"), ("..Sub",), ("INBOX/.Sub", "INBOX.Sub")),
+    (("INBOX", "Entwürfe"), ("..Entw&APw-rfe",),
+     ("INBOX/Entw&APw-rfe", "INBOX/.Entw&APw-rfe", "INBOX.Entw&APw-rfe")),
+    (("A&B",), (".A&-B",), ("A&-B",)),
+    (("日本語", "メール"), (".&ZeVnLIqe-.&MOEw,DDr-",),
+     ("&ZeVnLIqe-/&MOEw,DDr-", "&ZeVnLIqe-/.&MOEw,DDr-", "&ZeVnLIqe-.&MOEw,DDr-")),
+    (("foo.bar",), (), ()),                               # mbsync refuses dots in Maildir++
+    (("foo.bar", "x"), (), ("foo.bar/.x", "foo.bar.x")),
+    (("100%",), (".100%",), ("100%",)),                   # the peers escape nothing
+    (("..",), (), ()),                                    # never a path outside the root
+    (("a", ".."), (), ("a/...", "a...")),                 # what Legacy writes; inside
+    ((".",), (), ()),
+    (("../../evil",), (), ()),
+    (("a/../../b",), (), ()),
+    ((".hidden",), (), (".hidden",)),
+    (("a", "", "b"), (), ()),                             # no peer writes empty names
+    (("new",), (), ()),                                   # never a Maildir's own subdir
+    (("A", "cur"), (), ("A/.cur", "A.cur")),
+    (("x" * 300,), (), ()),                               # longer than a file name
+    (("tab\tnl\n",), (".tab&AAk-nl&AAo-",), ("tab&AAk-nl&AAo-",)),   # controls: mUTF-7
+]
+
+
+@pytest.mark.parametrize("parts,mdpp,fs", PEER_TABLE)
+def test_peer_relpaths(parts, mdpp, fs):
+    for layout, want in (("maildir++", mdpp), ("fs", fs)):
+        got = peer_relpaths(parts, layout)
+        assert got == want, layout
+        assert local_relpath(parts, layout) not in got
+        assert len(set(got)) == len(got)
+        assert all(is_safe_relpath(rel) for rel in got)
+
+
+def test_peer_relpaths_unknown_layout_and_bad_names():
+    with pytest.raises(ValueError, match="unknown layout"):
+        peer_relpaths(("A",), "mbox")
+    assert peer_relpaths(("a\udc80",), "fs") == ()
+
+
+@settings(max_examples=200)
+@given(parts_st, st.sampled_from(LAYOUTS))
+def test_peer_relpaths_never_leave_the_root(parts, layout):
+    root = os.path.normpath("/srv/mail/account")
+    for rel in peer_relpaths(parts, layout):
+        assert is_safe_relpath(rel) and rel != local_relpath(parts, layout)
+        assert all(c.lower() not in ("cur", "new", "tmp") for c in rel.split("/"))
+        joined = os.path.normpath(os.path.join(root, rel))
+        assert joined.startswith(root + os.sep)
