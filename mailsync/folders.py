@@ -3,12 +3,15 @@
 Local folders are found under the account's maildir by layout; server folders come
 from LIST. pair_folders() is pure: from both listings and the folders the state
 knows, it decides each folder's fate (sync, create on one side, skip with a reason).
-Every local path is produced by names.local_relpath and checked again before use.
+Every local path is produced by names.local_relpath, or is one of the names
+names.peer_relpaths says mbsync or offlineimap would have used for a server folder
+(so a Maildir they filled is adopted, not doubled), and is checked again before use.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -70,9 +73,11 @@ def resolve(root: Path, relpath: str) -> Path:
     return path
 
 
-def local_folders(root: Path, layout: str) -> dict[tuple[str, ...], str]:
-    """Maildir folders under root: components -> relpath (only names mailsync writes)."""
-    found: dict[tuple[str, ...], str] = {}
+def local_maildirs(root: Path, layout: str) -> dict[str, tuple[str, ...] | None]:
+    """Every Maildir folder under root: relpath -> the folder mailsync's naming gives it,
+    or None for a name mailsync does not write (another tool's, perhaps: pair_folders
+    may still adopt it for a server folder)."""
+    found: dict[str, tuple[str, ...] | None] = {}
     if not root.is_dir():
         return found
     if layout == "maildir++":
@@ -84,18 +89,26 @@ def local_folders(root: Path, layout: str) -> dict[tuple[str, ...], str]:
         if not _is_maildir(root / relpath if relpath else root):
             continue
         try:
-            found[names.parts_from_local(relpath, layout)] = relpath
+            found[relpath] = names.parts_from_local(relpath, layout)
         except ValueError:
-            continue   # not a folder name mailsync writes: left alone
+            found[relpath] = None
     return found
+
+
+def local_folders(root: Path, layout: str) -> dict[tuple[str, ...], str]:
+    """Maildir folders under root: components -> relpath (only names mailsync writes)."""
+    return {parts: relpath for relpath, parts in local_maildirs(root, layout).items()
+            if parts is not None}
 
 
 def _walk_fs(root: Path) -> list[str]:
     out = []
     for dirpath, dirnames, _ in os.walk(root):
         rel = os.path.relpath(dirpath, root)
+        # Hidden directories below the top are mbsync's "SubFolders Legacy" children
+        # (Top/.Sub); hidden ones at the top are other programs' (.notmuch, ...).
         dirnames[:] = [d for d in dirnames if d not in ("cur", "new", "tmp")
-                       and not d.startswith(".")]
+                       and not (d.startswith(".") and rel == ".")]
         if rel != ".":
             out.append(rel.replace(os.sep, "/"))
     return out
@@ -105,34 +118,82 @@ def _is_maildir(path: Path) -> bool:
     return all((path / sub).is_dir() for sub in ("cur", "new", "tmp"))
 
 
-def pair_folders(server: list[ServerSide], local: dict[tuple[str, ...], str],
-                 known: set[str], layout: str, mode: str, include: tuple[str, ...],
+@dataclass(frozen=True)
+class _Mapped:
+    folder: ServerSide
+    name: str                    # canonical: the state's key
+    parts: tuple[str, ...]
+    own: str                     # mailsync's own relpath
+    peers: tuple[str, ...]       # mbsync's and offlineimap's, in order of preference
+
+
+def pair_folders(server: list[ServerSide], local: Mapping[str, tuple[str, ...] | None],
+                 known: Mapping[str, str], layout: str, mode: str, include: tuple[str, ...],
                  exclude: tuple[str, ...], delimiter: str | None
                  ) -> tuple[list[FolderPairing], list[Skipped]]:
-    """Decide every folder's fate. known: folder names the state has synced before."""
+    """Decide every folder's fate.
+
+    local: every Maildir under the root, relpath -> components (None for a name
+    mailsync does not write), as local_maildirs gives it. known: the folders the state
+    has synced before, name -> the relpath recorded for them.
+    """
     pairings: list[FolderPairing] = []
     skipped: list[Skipped] = []
-    seen_local: set[tuple[str, ...]] = set()
+    mapped: list[_Mapped] = []
     for folder in server:
-        canonical = _canonical(folder.name)
         try:
             parts = names.canonical_parts(names.server_to_components(folder.name,
                                                                      folder.delimiter))
-            relpath = names.local_relpath(parts, layout)
+            own = names.local_relpath(parts, layout)
         except ValueError as exc:
             skipped.append(Skipped(folder.name, f"cannot map the name to a local folder: {exc}"))
             continue
-        if not names.matches("/".join(parts), include, exclude):
+        mapped.append(_Mapped(folder, _canonical(folder.name), parts, own,
+                              names.peer_relpaths(parts, layout)))
+    relpaths = _choose_relpaths(mapped, local, known)
+    recorded_for = {relpath: name for name, relpath in known.items()}
+    listed = {m.name for m in mapped}
+    # Local Maildirs that are a listed server folder's are never offered as new ones;
+    # nor is a peer's copy of a listed folder that syncs with another path.
+    consumed = set(relpaths.values()) | {m.own for m in mapped}
+    for m in mapped:
+        relpath = relpaths[m.name]
+        if relpath is None:
+            skipped.append(Skipped(m.name, f"its local folder {m.own} is server folder "
+                                           f"{recorded_for[m.own]}'s (another tool's name "
+                                           "for it); rename one of them on the server"))
             continue
-        seen_local.add(parts)
-        exists = parts in local
-        if not exists and canonical not in known and mode not in LOCAL_MODES:
+        copies = [p for p in m.peers if p in local and p not in consumed
+                  and p not in recorded_for]
+        consumed.update(copies)
+        if not names.matches("/".join(m.parts), include, exclude):
+            continue
+        for copy in copies:
+            skipped.append(Skipped(_local_label(copy, local[copy]),
+                                   f"looks like mbsync's or offlineimap's copy of server "
+                                   f"folder {m.name}, which syncs with "
+                                   f"{relpath or 'the maildir root'}; left alone"))
+        if relpath != m.own and m.own in local and m.own not in recorded_for:
+            skipped.append(Skipped(m.name, f"syncs with {relpath} (another tool's name for "
+                                           f"it); the folder {m.own} is left alone"))
+        exists = relpath in local
+        if not exists and m.name not in known and mode not in LOCAL_MODES:
             continue   # push never creates local folders
-        pairings.append(FolderPairing(canonical, relpath, folder, exists,
-                                      create_local=not exists and canonical not in known))
-    for parts, relpath in sorted(local.items()):
-        if parts in seen_local:
+        pairings.append(FolderPairing(m.name, relpath, m.folder, exists,
+                                      create_local=not exists and m.name not in known))
+    for relpath, parts in sorted(local.items()):
+        if relpath in consumed:
             continue
+        if relpath in recorded_for and recorded_for[relpath] not in listed:
+            name = recorded_for[relpath]
+            if names.matches("/".join(names.server_to_components(name, delimiter)),
+                             include, exclude):
+                skipped.append(Skipped(name, "the folder is gone from the server; the "
+                                             "local copy is kept (delete it by hand if "
+                                             "intended)"))
+            continue
+        if parts is None:
+            continue   # not a name mailsync writes, nor any server folder's: left alone
         try:
             name = names.components_to_server(parts, delimiter)
         except ValueError as exc:
@@ -146,6 +207,44 @@ def pair_folders(server: list[ServerSide], local: dict[tuple[str, ...], str],
         elif mode in REMOTE_MODES:
             pairings.append(FolderPairing(name, relpath, None, True, create_remote=True))
     return pairings, skipped
+
+
+def _choose_relpaths(mapped: list[_Mapped], local: Mapping[str, tuple[str, ...] | None],
+                     known: Mapping[str, str]) -> dict[str, str | None]:
+    """Each server folder's local path: the one the state recorded (if this layout could
+    have given it: after a change of layout the folder maps afresh), else mailsync's own
+    if it exists, else the first peer's name that exists as a Maildir, else mailsync's
+    own (to be created).
+
+    A peer's name never takes a path that is some folder's by right (mailsync's own name
+    for a listed folder, or recorded for a known one), nor one an earlier folder took.
+    None: the folder's own path is recorded for another folder that took it under a
+    peer's name (a server folder literally named like mbsync's spelling of another).
+    """
+    chosen: dict[str, str | None] = {}
+    for m in mapped:
+        recorded = known.get(m.name)
+        if recorded is not None and (recorded == m.own or recorded in m.peers):
+            chosen[m.name] = recorded
+    taken = {m.own for m in mapped} | set(known.values()) | set(chosen.values())
+    holders = {relpath: name for name, relpath in known.items()
+               if chosen.get(name) == relpath or name not in {m.name for m in mapped}}
+    for m in mapped:
+        if m.name in chosen:
+            continue
+        if holders.get(m.own, m.name) != m.name:
+            chosen[m.name] = None
+        elif m.own in local:
+            chosen[m.name] = m.own
+        else:
+            chosen[m.name] = next((p for p in m.peers if p in local and p not in taken),
+                                  m.own)
+            taken.add(chosen[m.name])
+    return chosen
+
+
+def _local_label(relpath: str, parts: tuple[str, ...] | None) -> str:
+    return "/".join(parts) if parts is not None else relpath
 
 
 def _canonical(name: str) -> str:

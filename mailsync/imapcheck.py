@@ -52,16 +52,17 @@ def check_imap(account: Account, ui: Ui) -> dict:
     return info
 
 
-def _known_folders(account: Account) -> set[str]:
-    """Folder names the state has synced before (read-only; none without a state)."""
+def _known_folders(account: Account) -> dict[str, str]:
+    """Folders the state has synced before, name -> recorded local relpath (read-only;
+    none without a state)."""
     path = account.state_dir / "state.sqlite3"
     if not path.exists():
-        return set()
+        return {}
     db = read_only_copy(path)
     try:
-        return {row[0] for row in db.execute("SELECT name FROM imap_folders")}
+        return dict(db.execute("SELECT name, relpath FROM imap_folders").fetchall())
     except Exception:          # an unreadable state only makes the notes less precise
-        return set()
+        return {}
     finally:
         db.close()
 
@@ -77,7 +78,7 @@ def show_imap_folders(account: Account, ui: Ui) -> int:
                                               "/")
         server = [folders.ServerSide(f.name, f.raw, f.delimiter) for f in listed
                   if f.selectable and f.name_ok]
-        local = folders.local_folders(account.maildir, account.layout)
+        local = folders.local_maildirs(account.maildir, account.layout)
         pairings, skipped = folders.pair_folders(
             server, local, _known_folders(account), account.layout, account.mode,
             account.folders, account.exclude, delimiter)
@@ -100,6 +101,8 @@ def show_imap_folders(account: Account, ui: Ui) -> int:
                     local_path = str(_local_path(account, pairing.relpath))
                     if pairing.create_local:
                         note = note or "new: the next sync creates the local folder"
+                    elif local_path != _mapped(account, f.name, f.delimiter):
+                        note = note or "under mbsync's or offlineimap's name for it"
                 else:
                     local_path = _mapped(account, f.name, f.delimiter)
                     note = note or reasons.get(f.name, f"not synced (folders/exclude or "
