@@ -163,6 +163,46 @@ def test_a_draft_edited_in_the_peers_maildir_is_not_taken_for_the_servers_copy(
         agree(s, folder)
 
 
+@pytest.mark.parametrize("layout", PEER_LAYOUTS, ids=lambda layout: layout.id)
+def test_flags_changed_since_the_peers_last_run_are_merged_on_adoption(
+        imap_account, dovecot, tmp_path, layout):
+    """No record says which side changed a flag since the peer's last run: a flag set on
+    either side is kept, and nothing is copied for it."""
+    s, mailbox = peer_filled(imap_account, dovecot, tmp_path, layout)
+    flagged_here, read_there, both = mailbox["INBOX"][:3]
+    s.local.set_flags("INBOX", flagged_here, "F")
+    s.remote.set_flags("INBOX", s.remote.uid_of("INBOX", read_there), add="S")
+    s.local.set_flags("INBOX", both, "F")
+    s.remote.set_flags("INBOX", s.remote.uid_of("INBOX", both), add="S")
+    summary = counts(s.sync())
+    assert summary == {"downloaded": 0, "bytes_downloaded": 0, "uploaded": 0,
+                       "deleted_local": 0, "deleted_remote": 0, "paired": total(mailbox)}
+    expected = {flagged_here: "F", read_there: "S", both: "FS"}
+    assert {body: s.remote.flags_by_body()[body] for body in expected} == expected
+    assert {body: s.local.flags_by_body()[body] for body in expected} == expected
+    for folder in FOLDERS:
+        agree(s, folder)
+
+
+@pytest.mark.parametrize("layout", [PEER_LAYOUTS[0], PEER_LAYOUTS[3]],
+                         ids=lambda layout: layout.id)
+def test_a_dry_run_over_a_peers_maildir_shows_the_pairing_and_changes_nothing(
+        imap_account, dovecot, tmp_path, layout):
+    s, mailbox = peer_filled(imap_account, dovecot, tmp_path, layout)
+    server_folders, directories = s.remote.folders(), s.local.directories()
+    files = {folder: s.local.files(folder) for folder in FOLDERS}
+    result = s.sync("--dry-run")
+    assert result.code == 0, result.err
+    plan = result.json["accounts"][0]["plan"]
+    assert sorted(plan) == sorted(
+        f"{folder}: pair {len(mailbox[folder])} message(s) found on both sides "
+        "(nothing copied)" for folder in FOLDERS)
+    assert s.remote.folders() == server_folders
+    assert s.local.directories() == directories
+    assert {folder: s.local.files(folder) for folder in FOLDERS} == files
+    assert counts(s.sync())["paired"] == total(mailbox)
+
+
 def new_on_both_sides(s, local) -> tuple[list[bytes], list[bytes]]:
     """Two messages new on the server and three new in the Maildir *local*."""
     on_server = [make_message(800), make_message(801)]
