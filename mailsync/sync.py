@@ -32,7 +32,7 @@ from mailsync.state import FolderRecord, Intent, State
 from mailsync.syncplan import (Action, DeleteLocal, Download, ExpungeRemote, FolderPlan,
                                Forget, LocalMsg, Pair, Policy, Record, RemoteMsg,
                                SetLocalFlags, SetRemoteFlags, Upload, UpgradePlaceholder,
-                               plan_folder, repair_by_content)
+                               plan_folder)
 
 MANAGED = "DFPRST"
 PLACEHOLDER_HEADER = b"X-Mailsync-Placeholder"
@@ -268,7 +268,7 @@ class LocalMoves:
                 continue
             message_id = imap.parse_message_id(header)
             # Only a Message-ID the server can search for lets a killed move be settled.
-            out.append(moves.Arrival(pairing.name, key, crlf_size(data),
+            out.append(moves.Arrival(pairing.name, key, adoption.server_size(data),
                                      message_id if imap.searchable(message_id) else None,
                                      moves.header_digest(data)))
         return out
@@ -543,47 +543,46 @@ class FolderSync:
         return self._repair(last)
 
     def _repair(self, last: list[Pair]) -> list[Pair]:
-        """UIDVALIDITY changed: pair the server's new UIDs with local files by content."""
+        """UIDVALIDITY changed: the server's new UIDs paired with the files the old pairs
+        name, by content as a first sync pairs them (mailsync.adoption). The new pairs
+        keep their last-synced flags, so the plan sees the changes made since; what
+        does not pair is new on its side."""
         metas = self.session.fetch_meta(with_message_id=True)
-        remote = {uid: (m.message_id, m.size) for uid, m in metas.items()}
-        local = {}
-        for pair in last:
-            entry = self.entries.get(pair.key) if pair.key else None
-            if entry is not None:
-                local[pair.key] = self._fingerprint(entry)
-        pairs, unpaired = repair_by_content(remote, last, local)
+        old = {p.key: p for p in last if p.key is not None and p.key in self.entries}
+        found, _ = self._pair_by_content(metas, old, None)
+        pairs = [Pair(uid, key, old[key].flags, old[key].placeholder) for uid, key in found]
         self.reporter.warn(f"{self.label}: the server's UIDVALIDITY changed; re-paired "
-                           f"{len(pairs)} messages by content, {len(unpaired)} to download")
+                           f"{len(pairs)} messages by content, "
+                           f"{len(metas) - len(pairs)} new on the server")
         if not self.options.dry_run:
             self.state.replace_folder_pairs(self.name, pairs)
         return pairs
 
-    def _fingerprint(self, entry: Entry) -> tuple[str | None, int]:
-        data = self.maildir.read(entry)
-        header = data.split(b"\n\n", 1)[0]
-        size = _PLACEHOLDER_RE.search(header)
-        message_id = imap.parse_message_id(header)
-        if size:
-            return message_id, int(size.group(1))
-        return message_id, crlf_size(data)
-
     # A first sync into a full folder ----------------------------------------------------
     def _adopt(self, status: imap.FolderStatus) -> tuple[dict[int, RemoteMsg], list[Pair]]:
         """No pairs yet, mail on both sides: the messages already on both sides, paired
-        by content (see mailsync.adoption), so that only the rest is transferred. Their
-        last-synced flags are those both sides share: the plan then adds on each side
-        the flags the other has, and no flag is lost."""
+        by content, so that only the rest is transferred. Their last-synced flags are
+        those both sides share: the plan then adds on each side the flags the other
+        has, and no flag is lost."""
         metas = self.session.fetch_meta(with_message_id=True)
         remote = {uid: RemoteMsg(uid, m.flags, m.size) for uid, m in metas.items()}
-        prints = {uid: adoption.RemotePrint(uid, m.message_id, m.size)
-                  for uid, m in metas.items()}
-        local = self._local_prints(status.uidvalidity)
-        found = adoption.pair_by_content(
-            prints, local, lambda uids: self._server_header_prints(uids, metas),
-            self._server_hashes, self._local_hash)
+        found, local = self._pair_by_content(metas, self.entries, status.uidvalidity)
         pairs = [Pair(uid, key, remote[uid].flags & self._managed_flags(key),
                       local[key].placeholder) for uid, key in found]
         return remote, pairs
+
+    def _pair_by_content(self, metas: dict[int, imap.RemoteMeta], keys: Iterable[str],
+                         uidvalidity: int | None
+                         ) -> tuple[list[tuple[int, str]], dict[str, adoption.LocalPrint]]:
+        """(uid, key) of the server messages and these files that hold the same message,
+        with the files' prints; other tools' traces are read when uidvalidity is given."""
+        prints = {uid: adoption.RemotePrint(uid, m.message_id, m.size)
+                  for uid, m in metas.items()}
+        local = self._local_prints(list(keys), uidvalidity)
+        found = adoption.pair_by_content(
+            prints, local, lambda uids: self._server_header_prints(uids, metas),
+            self._server_hashes, self._local_hash)
+        return found, local
 
     def _record_adoption(self, remote: dict[int, RemoteMsg], pairs: list[Pair],
                          plan: FolderPlan) -> None:
@@ -603,12 +602,14 @@ class FolderSync:
             self.reporter.detail(f"{self.label}: {len(pairs)} message(s) already on both "
                                  "sides paired, not copied")
 
-    def _local_prints(self, uidvalidity: int) -> dict[str, adoption.LocalPrint]:
-        hints = traces.server_uid_hints(self.maildir.path, self.entries, uidvalidity)
+    def _local_prints(self, keys: list[str], uidvalidity: int | None
+                      ) -> dict[str, adoption.LocalPrint]:
+        hints = (traces.server_uid_hints(self.maildir.path, keys, uidvalidity)
+                 if uidvalidity is not None else {})
         prints = {}
-        for key, entry in self.entries.items():
+        for key in keys:
             try:
-                data = self.maildir.read(entry)
+                data = self.maildir.read(self.entries[key])
             except FileNotFoundError:
                 continue    # renamed or deleted by a mail client: the plan sees it next run
             header = data.split(b"\n\n", 1)[0]
@@ -997,12 +998,7 @@ def _token(data: bytes) -> str:
     message_id = imap.parse_message_id(data.split(b"\n\n", 1)[0])
     if imap.searchable(message_id):
         return message_id
-    return f"size:{crlf_size(data)}:{moves.header_digest(data)}"
-
-
-def crlf_size(data: bytes) -> int:
-    """The size the server counts (RFC822.SIZE) for a message stored with LF."""
-    return len(data) + data.count(b"\n") - data.count(b"\r\n")
+    return f"size:{adoption.server_size(data)}:{moves.header_digest(data)}"
 
 
 def _mtime(path: os.PathLike) -> datetime | None:

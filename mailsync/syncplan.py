@@ -85,7 +85,7 @@ __all__ = [
     "RemoteMsg", "LocalMsg", "Pair", "Policy",
     "Action", "Download", "Upload", "UpgradePlaceholder", "SetRemoteFlags", "SetLocalFlags",
     "ExpungeRemote", "DeleteLocal", "Record", "Forget",
-    "PlanCounts", "FolderPlan", "plan_folder", "repair_by_content",
+    "PlanCounts", "FolderPlan", "plan_folder",
 ]
 
 FLAG_LETTERS = frozenset("DFPRST")
@@ -557,39 +557,3 @@ def _mass_delete_guard(actions: list[Action], remote: Mapping, local: Mapping,
     if not reasons:
         return None
     return "refused: " + "; ".join(reasons) + "; " + MASS_DELETE_HINT
-
-
-# --------------------------------------------------------------------------- UIDVALIDITY
-
-
-def repair_by_content(remote: Mapping[int, tuple], last: Iterable[Pair],
-                      local_fingerprints: Mapping[str, tuple]) -> tuple[list[Pair], list[int]]:
-    """Re-pair after a UIDVALIDITY change, by content instead of by uid.
-
-    ``remote`` maps each new server uid to its fingerprint, ``local_fingerprints`` maps local
-    keys to theirs. A fingerprint is any tuple compared with ==, normally (message_id, size);
-    the caller must normalise both sides the same way (e.g. the size with LF line endings,
-    since the server counts CRLF), may add a date or hash, and for a placeholder passes the
-    fingerprint of the full message it stands for. Each keyed pair of the old ``last`` whose
-    local fingerprint matches a server message gets that uid, one to one; equal fingerprints
-    are paired in order (old uid order to new uid order). The new pairs keep the old flags
-    and placeholder state, so the next plan_folder sees flag changes made since.
-
-    Returns (new pairs, unpaired server uids ascending: the caller downloads them).
-    Old pairs that can't be matched are dropped: their local file then counts as new (kept
-    in pull/backup, uploaded in sync/push). Tombstones without a key are dropped too.
-    """
-    queues: dict[tuple, list[int]] = {}
-    for uid in sorted(remote):
-        queues.setdefault(remote[uid], []).append(uid)
-    ordered = sorted(enumerate(last),
-                     key=lambda ip: (ip[1].uid is None, ip[1].uid or 0, ip[0]))
-    new_pairs = []
-    for _, pair in ordered:
-        if pair.key is None or pair.key not in local_fingerprints:
-            continue
-        uids = queues.get(local_fingerprints[pair.key])
-        if uids:
-            new_pairs.append(Pair(uids.pop(0), pair.key, pair.flags, pair.placeholder))
-    unpaired = sorted(uid for uids in queues.values() for uid in uids)
-    return new_pairs, unpaired

@@ -10,7 +10,6 @@ from mailsync import syncplan
 from mailsync.syncplan import (
     DeleteLocal, Download, ExpungeRemote, FolderPlan, Forget, LocalMsg, Pair, Policy, Record,
     RemoteMsg, SetLocalFlags, SetRemoteFlags, UpgradePlaceholder, Upload, plan_folder,
-    repair_by_content,
 )
 
 F = frozenset
@@ -395,26 +394,6 @@ def test_transfers_need_the_new_identifier():
         Upload("k", F()).pair_after()
     assert Upload("k", F("S")).pair_after(uid=9) == P(9, "k", "S")
     assert ExpungeRemote(1, "k").pair_after() is None
-
-
-# --- UIDVALIDITY repair -------------------------------------------------------------------
-
-def test_repair_by_content_pairs_by_fingerprint_one_to_one():
-    last = [P(10, "a", "S"), P(11, "b"), P(12, "c", "F"), P(13, "gone"), P(14, None)]
-    local_fp = {"a": ("<a@x>", 10), "b": ("<dup@x>", 20), "c": ("<dup@x>", 20),
-                "new": ("<n@x>", 5)}
-    remote = {1: ("<a@x>", 10), 2: ("<dup@x>", 20), 3: ("<dup@x>", 20), 4: ("<dup@x>", 20),
-              5: ("<n@x>", 5)}
-    pairs, to_download = repair_by_content(remote, last, local_fp)
-    assert pairs == [P(1, "a", "S"), P(2, "b"), P(3, "c", "F")]
-    assert to_download == [4, 5]
-
-
-def test_repair_pairs_duplicates_in_old_uid_order():
-    last = [P(21, "late"), P(20, "early")]
-    fp = {"late": ("<d>", 1), "early": ("<d>", 1)}
-    pairs, rest = repair_by_content({7: ("<d>", 1), 3: ("<d>", 1)}, last, fp)
-    assert pairs == [P(3, "early"), P(7, "late")] and rest == []
 
 
 # --- purity -------------------------------------------------------------------------------
