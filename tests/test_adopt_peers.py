@@ -164,6 +164,31 @@ def test_a_draft_edited_in_the_peers_maildir_is_not_taken_for_the_servers_copy(
 
 
 @pytest.mark.parametrize("layout", PEER_LAYOUTS, ids=lambda layout: layout.id)
+def test_a_peers_uids_from_before_the_server_folder_was_rebuilt_pair_nothing_wrongly(
+        imap_account, dovecot, tmp_path, layout):
+    """The server's Archive was rebuilt after the peer's last run (same messages, new
+    order, new UIDs): the peer's ,U=1 is now another message. Each file still pairs with
+    its own message, so a deletion afterwards removes the right one."""
+    s, mailbox = peer_filled(imap_account, dovecot, tmp_path, layout)
+    archive = mailbox["Archive"]
+    s.remote.delete_folder("Archive")
+    s.remote.create("Archive")
+    for body, letters in zip(reversed(archive), ("FS", "RS", "S")):
+        s.remote.append("Archive", body, letters)
+    summary = counts(s.sync())
+    assert (summary["downloaded"], summary["uploaded"], summary["paired"]) == (
+        0, 0, total(mailbox)), summary
+    for folder in FOLDERS:
+        agree(s, folder)
+    assert s.local.flags_by_body("Archive") == {archive[0]: "RS", archive[1]: "RS",
+                                                archive[2]: "FRS"}
+    s.local.delete("Archive", archive[0])
+    assert s.sync().json["accounts"][0]["deleted_remote"] == 1
+    assert server_bodies(s, "Archive") == sorted(archive[1:])
+    agree(s, "Archive")
+
+
+@pytest.mark.parametrize("layout", PEER_LAYOUTS, ids=lambda layout: layout.id)
 def test_flags_changed_since_the_peers_last_run_are_merged_on_adoption(
         imap_account, dovecot, tmp_path, layout):
     """No record says which side changed a flag since the peer's last run: a flag set on
