@@ -30,7 +30,7 @@ from typing import Callable, Iterable, Mapping
 
 __all__ = ["RemotePrint", "LocalPrint", "HeaderPrint", "comparable", "header_print",
            "body_hash", "server_size", "pair_by_content", "first_sync_refusal",
-           "MASS_COPY_HINT"]
+           "MASS_COPY_HINT", "header_field", "fetched_print", "StoredMessages"]
 
 MASS_COPY_HINT = "rerun with --allow-mass-copy if these are different messages"
 GUARD_MIN_MESSAGES = 5   # below this on either side, copying all of it surprises nobody
@@ -93,6 +93,19 @@ def header_print(header: bytes, size: int) -> HeaderPrint:
 
 def _digest(message: bytes) -> str:
     return hashlib.sha256(message.split(b"\n\n", 1)[0].rstrip(b"\n")).hexdigest()
+
+
+def header_field(header: bytes | None, name: str) -> str | None:
+    """The first value of header field `name` (unfolded, stripped), or None."""
+    if not header:
+        return None
+    text = header.decode("utf-8", "replace").replace("\r\n", "\n")
+    text = re.sub(r"\n[ \t]+", " ", text)
+    for line in text.split("\n"):
+        field, sep, value = line.partition(":")
+        if sep and field.strip().lower() == name:
+            return value.strip() or None
+    return None
 
 
 def body_hash(message: bytes) -> str:
@@ -225,3 +238,45 @@ def first_sync_refusal(server_count: int, local_count: int, paired: int,
     return (f"refused: a first sync with mail on both sides found only {paired} of the "
             f"{local_count} local and {server_count} server messages on both sides; it "
             f"would download {downloads} and upload {uploads}; {MASS_COPY_HINT}")
+
+
+# POP3 -------------------------------------------------------------------------------------
+# A Maildir filled by getmail, fetchmail or mpop holds the server's messages with header
+# lines of the fetching tool's own on top (Delivered-To, Return-Path, Received), the body
+# untouched. A message is known there by its Message-ID and a hash of its body; one
+# without a Message-ID by its Date, From and Subject as well, so that two notices with
+# one body are not taken for each other.
+
+
+def fetched_print(message: bytes) -> tuple[str, str]:
+    """(Message-ID or "", digest of the body, plus Date/From/Subject without an ID)."""
+    text = message.replace(b"\r\n", b"\n")
+    head, _, body = text.partition(b"\n\n")
+    message_id = header_field(head, "message-id") or ""
+    digest = hashlib.sha256(body)
+    if not message_id:
+        for name in ("date", "from", "subject"):
+            digest.update(b"\0" + (header_field(head, name) or "").encode())
+    return message_id, digest.hexdigest()
+
+
+class StoredMessages:
+    """The prints of the messages a Maildir already holds, each matched at most once:
+    two copies on the server of a message stored once locally store the second."""
+
+    def __init__(self, messages: Iterable[bytes]) -> None:
+        self._count: dict[tuple[str, str], int] = {}
+        for message in messages:
+            p = fetched_print(message)
+            self._count[p] = self._count.get(p, 0) + 1
+
+    def __len__(self) -> int:
+        return sum(self._count.values())
+
+    def take(self, message: bytes) -> bool:
+        """True (and one copy used up) when the Maildir already holds this message."""
+        p = fetched_print(message)
+        if self._count.get(p, 0) <= 0:
+            return False
+        self._count[p] -= 1
+        return True

@@ -151,3 +151,30 @@ def test_the_content_pairing_imports_no_io_library():
     imported |= {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
                  for a in n.names}
     assert imported <= {"__future__", "hashlib", "re", "dataclasses", "typing"}, imported
+
+
+# POP3: a Maildir getmail, fetchmail or mpop filled -----------------------------------------
+def getmail_copy(message: bytes) -> bytes:
+    return (b"Delivered-To: me@example.net\nReturn-Path: <a@example.net>\n"
+            b"Received: from pop.example.net by getmail6\n\tfor <me@example.net>; Sat\n"
+            + message)
+
+
+def test_a_message_another_pop3_tool_stored_is_known_by_id_and_body():
+    stored = adoption.StoredMessages([getmail_copy(A), B.replace(b"\n", b"\r\n")])
+    assert len(stored) == 2
+    assert stored.take(A) and stored.take(B)
+    assert not stored.take(A)            # each stored copy answers for one server message
+    assert not stored.take(NO_ID)
+
+
+def test_an_edited_body_under_the_same_message_id_is_not_known():
+    stored = adoption.StoredMessages([A])
+    assert not stored.take(A.replace(b"Body A.", b"Body A!"))
+
+
+def test_messages_without_id_and_one_body_are_told_apart_by_date_from_subject():
+    notice = b"From: ci@example.net\nSubject: build passed\nDate: Mon, 1 Jan 2024 10:00 +0000\n\nok\n"
+    later = notice.replace(b"10:00", b"11:00")
+    stored = adoption.StoredMessages([getmail_copy(notice)])
+    assert not stored.take(later) and stored.take(notice)
