@@ -56,7 +56,8 @@ def fetch_account(account: Account, state: State, reporter: Reporter, options: F
         listing = session.listing()
         seen = {uid: s.downloaded_at for uid, s in state.pop_seen().items()}
         plan = plan_fetch(listing, seen, policy_for(account, options), clock())
-        result.skipped = len(plan.too_large) + plan.deferred
+        result.skipped = len(plan.too_large)
+        result.left_for_later = plan.deferred
         for msg in plan.too_large:
             reporter.warn(f"account {account.name}: message {msg.number} ({msg.size} bytes) "
                           "is over max_size and stays on the server")
@@ -73,6 +74,10 @@ def fetch_account(account: Account, state: State, reporter: Reporter, options: F
         session.abort()
         raise
     state.forget_seen(plan.forget)
+    if options.keep and not account.keep and result.downloaded:
+        reporter.warn(f"account {account.name}: {result.downloaded} message(s) stay on the "
+                      "server this time (--keep), but keep = false: the next `mailsync run` "
+                      "or `mailsync fetch` deletes them there")
     return result
 
 
@@ -187,7 +192,7 @@ def _download_batch(session: pop3.Pop3Session, batch: list[ServerMessage], maild
         msg = by_number[number]
         b.uids[number] = msg.uid or "sha256:" + b.hashes[number].hexdigest()
         result.bytes_downloaded += size
-        reporter.transferred(msg.size)
+        reporter.transferred(msg.size, size)   # the server counts CRLF, we store LF
 
     stop: MailsyncError | None = None
     failed = True

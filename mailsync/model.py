@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 COUNTS = ("downloaded", "uploaded", "deleted_local", "deleted_remote", "flags_changed",
-          "skipped", "bytes_downloaded", "paired")
+          "skipped", "bytes_downloaded", "paired", "left_for_later")
 
 
 @dataclass
@@ -18,6 +18,7 @@ class Counts:
     skipped: int = 0
     bytes_downloaded: int = 0
     paired: int = 0     # a first sync's messages found on both sides and recorded, not copied
+    left_for_later: int = 0   # POP3 limit: new messages left on the server for a later run
 
     def add(self, other: "Counts") -> None:
         for name in COUNTS:

@@ -11,8 +11,11 @@ class Reporter(Protocol):
     def transfer_started(self, label: str, messages: int, nbytes: int) -> None:
         """A transfer of this many messages and bytes begins (one progress bar)."""
 
-    def transferred(self, nbytes: int) -> None:
-        """One message of the current transfer is done."""
+    def transferred(self, nbytes: int, stored: int | None = None) -> None:
+        """One message of the current transfer is done: nbytes its size as planned (as
+        the server counts it), stored what it took as the summary counts it (LF line
+        ends where the server counts CRLF; None: the same). A transfer's calls all
+        come from the thread that started it."""
 
     def transfer_finished(self) -> None:
         """The current transfer is over (finished or failed)."""
@@ -33,7 +36,7 @@ class SilentReporter:
     def transfer_started(self, label: str, messages: int, nbytes: int) -> None:
         pass
 
-    def transferred(self, nbytes: int) -> None:
+    def transferred(self, nbytes: int, stored: int | None = None) -> None:
         pass
 
     def transfer_finished(self) -> None:

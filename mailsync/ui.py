@@ -30,16 +30,13 @@ class Ui:
     def __init__(self, options: OutputOptions) -> None:
         self.options = options
         self.tracing = options.verbose >= 2
-        self._progress = None     # a rich Progress while a bar is drawn
-        self._task = None
-        self._done = 0
-        self._total = 0
+        self._board: Board | None = None    # the live progress view while one is drawn
 
     def _err(self, text: str) -> None:
         text = printable(text)
-        if self._progress is not None:   # print above the live bar, not through it
-            from rich.markup import escape
-            self._progress.console.print(escape(text), highlight=False)
+        board = self._board
+        if board is not None:   # print above the live bars, not through them
+            board.print(text)
         else:
             print(text, file=sys.stderr, flush=True)
 
@@ -49,32 +46,26 @@ class Ui:
         return o.progress and not o.quiet and sys.stderr.isatty()
 
     def transfer_started(self, label: str, messages: int, nbytes: int) -> None:
-        if not self._show_progress():
-            return
-        from rich.console import Console
-        from rich.markup import escape
-        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
-                                   TimeRemainingColumn, TransferSpeedColumn)
-        self._done, self._total = 0, messages
-        self._progress = Progress(
-            TextColumn("{task.description}"), BarColumn(),
-            TextColumn("{task.fields[count]}"), DownloadColumn(), TransferSpeedColumn(),
-            TimeRemainingColumn(), console=Console(stderr=True), transient=False)
-        self._task = self._progress.add_task(escape(label), total=nbytes or None,
-                                             count=f"0/{messages} msgs")
-        self._progress.start()
+        if self._board is None:
+            if not self._show_progress():
+                return
+            self._board = Board()
+        account, _, folder = label.partition("/")   # account names hold no "/"
+        self._board.started(account, folder or None, messages, nbytes)
 
-    def transferred(self, nbytes: int) -> None:
-        if self._progress is None or self._task is None:
-            return
-        self._done += 1
-        self._progress.update(self._task, advance=nbytes,
-                              count=f"{self._done}/{self._total} msgs")
+    def transferred(self, nbytes: int, stored: int | None = None) -> None:
+        if self._board is not None:
+            self._board.transferred(nbytes, nbytes if stored is None else stored)
 
     def transfer_finished(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-        self._progress, self._task = None, None
+        if self._board is not None:
+            self._board.finished()
+
+    def close(self) -> None:
+        """Stop drawing: the bars stay on the screen as they finished."""
+        board, self._board = self._board, None
+        if board is not None:
+            board.stop()
 
     def warn(self, text: str) -> None:
         if not self.options.quiet:
@@ -93,9 +84,10 @@ class Ui:
         self._err(f"mailsync: {text}")
 
     def results(self, results: list[AccountResult], exit_code: int) -> None:
+        self.close()
         for r in results:
             if not r.ok:
-                self.error(r.error or "failed")
+                self._failure(r)
         if self.options.json:
             payload = {"exit_code": exit_code, "accounts": [r.as_json() for r in results]}
             print(json.dumps(payload, indent=None, ensure_ascii=False))
@@ -107,30 +99,60 @@ class Ui:
                 self.plan(r)
             elif r.ok:
                 print(printable(summary_line(r)))
+            if self.options.verbose >= 1 and not r.dry_run:
+                for f in r.folders or []:
+                    print(printable(folder_summary_line(r.name, f)))
+
+    def _failure(self, r: AccountResult) -> None:
+        """One line per failed folder (a refusal's reason and hint each on their own
+        line), else the account's one line."""
+        failed = [f for f in r.folders or [] if not f.ok]
+        if not failed:
+            self.error(r.error or "failed")
+            return
+        for f in failed:
+            for i, line in enumerate(readable_error(f.error or f"folder {f.name} failed")):
+                self._err(("mailsync: " if i == 0 else "  ") + line)
 
     def plan(self, r: AccountResult) -> None:
         print(printable(f"{r.name}: dry run, nothing changed; the plan:"))
         for line in r.plan or ["nothing to do"]:
             print(printable(f"  {line}"))
+        if r.plan:
+            print(printable(f"{r.name}: would {plan_totals(r.plan)}"))
 
-    def table(self, title: str, columns: list[str], rows: list[list[str]]) -> None:
+    def table(self, title: str, columns: list[str], rows: list[list], data: dict | None = None,
+              kinds: dict[str, str] | None = None) -> None:
+        """A table for people; with --json, data (fields, numbers as numbers) instead.
+        kinds: a column's "path" (kept whole: folded onto more lines, never cut),
+        "date" or "number" (never wrapped); other columns wrap between words."""
         if self.options.json:
-            print(json.dumps({"title": title, "columns": columns, "rows": rows},
+            print(json.dumps(data if data is not None else
+                             {"title": title, "columns": columns, "rows": rows},
                              ensure_ascii=False))
             return
+        cells = [[_cell(v) for v in row] for row in rows]
         if not sys.stdout.isatty():
             # Scripts read this: tab-separated, nothing cut short to fit a width.
-            for row in [columns] + rows:
-                print("\t".join(printable(str(v)).replace("\t", "\\t") for v in row))
+            for row in [columns] + cells:
+                print("\t".join(printable(v).replace("\t", "\\t") for v in row))
             return
         from rich.console import Console
-        from rich.markup import escape
         from rich.table import Table
+        from rich.text import Text
+        kinds = kinds or {}
         table = Table(title=title, title_justify="left")
         for c in columns:
-            table.add_column(c)
-        for row in rows:
-            table.add_row(*(escape(printable(str(v))) for v in row))
+            kind = kinds.get(c, "text")
+            if kind == "path":
+                table.add_column(c, overflow="fold", min_width=min(24, len(c) + 8))
+            elif kind in ("date", "number"):
+                table.add_column(c, no_wrap=True, justify="right" if kind == "number"
+                                 else "left")
+            else:
+                table.add_column(c, overflow="fold")
+        for row in cells:
+            table.add_row(*(Text(printable(v)) for v in row))
         Console(highlight=False).print(table)
 
     def lines(self, lines: list[str]) -> None:
@@ -141,6 +163,10 @@ class Ui:
 
 _CONTROL = {c: f"\\x{c:02x}" for c in list(range(0x20)) + list(range(0x7f, 0xa0))
             if c != 0x09}
+
+
+def _cell(value) -> str:
+    return "-" if value is None else str(value)
 
 
 def printable(text: str) -> str:
@@ -171,5 +197,244 @@ def summary_line(r: AccountResult) -> str:
         parts.append(f"{r.deleted_local} deleted locally")
     if r.skipped:
         parts.append(f"{r.skipped} skipped")
+    if r.left_for_later:
+        parts.append(f"{r.left_for_later} left on the server for a later run (limit)")
     return f"{r.name}: " + ", ".join(parts) + f" in {r.seconds:.1f} s"
 
+
+
+def folder_summary_line(account: str, f) -> str:
+    """-v: one folder's counts (or its failure), under the account's summary."""
+    if not f.ok:
+        return f"  {account}/{f.name}: failed (exit {f.exit_code})"
+    parts = [f"{f.downloaded} downloaded ({human_bytes(f.bytes_downloaded)})"]
+    for count, words in ((f.paired, "paired"), (f.uploaded, "uploaded"),
+                         (f.flags_changed, "flag changes"),
+                         (f.deleted_remote, "deleted on the server"),
+                         (f.deleted_local, "deleted locally"), (f.skipped, "skipped")):
+        if count:
+            parts.append(f"{count} {words}")
+    return f"  {account}/{f.name}: " + ", ".join(parts)
+
+
+def readable_error(text: str) -> list[str]:
+    """A long error as lines: the what, then each reason and the hint on its own."""
+    if len(text) <= 100 or "; " not in text:
+        return [text]
+    head, *rest = text.split("; ")
+    return [head + (";" if rest else "")] + [r for r in rest]
+
+
+_PLAN_KINDS = (   # (verb a plan line starts with, after "FOLDER: " for IMAP; its total)
+    ("download", "download {}"), ("upload", "upload {}"),
+    ("flags on the server", "change flags of {} on the server"),
+    ("flags locally", "change flags of {} locally"),
+    ("expunge", "expunge {} on the server"), ("delete local", "delete {} locally"),
+    ("delete message", "delete {} on the server"),
+    ("create local folder", "create {} local folder{s}"),
+    ("create server folder", "create {} server folder{s}"),
+    ("leave message", "leave {} on the server (over max_size)"),
+)
+
+
+def plan_totals(lines: list[str]) -> str:
+    """A dry run's totals: "download 12 (3.4 MB), upload 2, ..."."""
+    import re
+    counts = dict.fromkeys((k for k, _ in _PLAN_KINDS), 0)
+    nbytes, later = 0, 0
+    for line in lines:
+        m = re.match(r"leave (\d+) new messages for a later run", line)
+        if m:
+            later += int(m.group(1))
+            continue
+        for kind, _ in _PLAN_KINDS:
+            if re.match(rf"(?:.*?: )?{kind}\b", line):
+                counts[kind] += 1
+                size = re.search(r"\((\d+) bytes\)", line) if kind == "download" else None
+                nbytes += int(size.group(1)) if size else 0
+                break
+    parts = [template.format(counts[kind], s="" if counts[kind] == 1 else "s")
+             for kind, template in _PLAN_KINDS if counts[kind]]
+    if parts and nbytes and parts[0].startswith("download"):
+        parts[0] += f" ({human_bytes(nbytes)})"
+    if later:
+        parts.append(f"leave {later} for a later run (limit)")
+    return ", ".join(parts) or "change nothing"
+
+
+# Progress ------------------------------------------------------------------------------
+ACCOUNT_WIDTH = 16     # an account's name is shortened (in the middle) beyond this
+MIN_BAR = 8
+
+
+@dataclass
+class _Transfer:
+    """One folder's transfer (a POP3 account's one transfer), as its thread reports it."""
+    folder: str | None
+    messages: int
+    nbytes: int             # planned: the sizes the server announced
+    done: int = 0
+    planned_done: int = 0   # the planned sizes of the messages done
+    stored: int = 0         # the bytes those messages took, as the summary counts them
+
+
+@dataclass
+class _Bar:
+    """One account: every transfer of its run added up, with one ETA."""
+    name: str
+    started: float
+    messages: int = 0
+    nbytes: int = 0         # expected: planned, corrected to the stored size as each ends
+    done: int = 0
+    stored: int = 0
+    ended: float | None = None
+
+
+class Board:
+    """The live view on a terminal: one bar per account with the overall count, bytes
+    and ETA, and the folders in flight named beneath it (gone when done).
+
+    Transfers are told apart by the thread that reports them: a folder runs on one
+    thread from its transfer's start to its end. A message's bytes are counted as
+    stored (what the summary says, e.g. LF where the server counts CRLF), and the
+    account's expected total is corrected by the difference as each message ends; a
+    transfer that ends early takes its messages not done off the total. So when the
+    last transfer ends, the bar is at 100% and shows the summary's figures."""
+
+    def __init__(self) -> None:
+        import threading
+        import time
+
+        from rich.console import Console
+        from rich.live import Live
+        self._clock = time.monotonic
+        self._ident = threading.get_ident
+        self._lock = threading.Lock()
+        self._bars: list[_Bar] = []
+        self._running: dict[int, _Transfer] = {}   # thread -> its transfer
+        self.console = Console(stderr=True, highlight=False)
+        self._live = Live(console=self.console, get_renderable=self._render,
+                          refresh_per_second=8, transient=False, redirect_stdout=False,
+                          redirect_stderr=False)
+        self._live.start()
+
+    # Called by the engines' threads ---------------------------------------------------
+    def started(self, account: str, folder: str | None, messages: int, nbytes: int) -> None:
+        with self._lock:
+            bar = self._bars[-1] if self._bars else None
+            if bar is None or bar.name != account:
+                if bar is not None:
+                    bar.ended = bar.ended or self._clock()
+                bar = _Bar(account, self._clock())
+                self._bars.append(bar)
+            bar.ended = None
+            bar.messages += messages
+            bar.nbytes += nbytes
+            self._running[self._ident()] = _Transfer(folder, messages, nbytes)
+
+    def transferred(self, planned: int, stored: int) -> None:
+        with self._lock:
+            t = self._running.get(self._ident())
+            if t is None or not self._bars:
+                return
+            bar = self._bars[-1]
+            t.done += 1
+            t.planned_done += planned
+            t.stored += stored
+            bar.done += 1
+            bar.stored += stored
+            bar.nbytes += stored - planned
+
+    def finished(self) -> None:
+        with self._lock:
+            t = self._running.pop(self._ident(), None)
+            if t is None or not self._bars:
+                return
+            bar = self._bars[-1]
+            bar.messages -= t.messages - t.done        # what did not come, if it ended early
+            bar.nbytes -= max(0, t.nbytes - t.planned_done)
+            if not self._running:
+                bar.ended = self._clock()
+
+    def print(self, text: str) -> None:
+        from rich.text import Text
+        self.console.print(Text(text))   # above the live view
+
+    def stop(self) -> None:
+        with self._lock:
+            self._running.clear()
+            if self._bars and self._bars[-1].ended is None:
+                self._bars[-1].ended = self._clock()
+        self._live.stop()
+
+    # Drawing ----------------------------------------------------------------------------
+    def _render(self):
+        from rich.text import Text
+        width = max(20, self.console.width)
+        with self._lock:
+            lines = []
+            for bar in self._bars:
+                lines.append(account_line(bar.name, bar.done, bar.messages, bar.stored,
+                                          bar.nbytes, self._eta(bar), width))
+            if self._bars:
+                for t in self._running.values():
+                    if t.folder is not None:
+                        lines.append(folder_line(t.folder, t.done, t.messages, t.stored,
+                                                 width))
+        return Text("\n".join(lines), no_wrap=True, overflow="crop")
+
+    def _eta(self, bar: _Bar) -> str:
+        if bar.ended is not None:
+            return "done"
+        elapsed = self._clock() - bar.started
+        left = bar.nbytes - bar.stored
+        if bar.stored <= 0 or elapsed <= 0:
+            return "eta -:--"
+        return "eta " + clock_text(left * elapsed / bar.stored)
+
+
+def clock_text(seconds: float) -> str:
+    seconds = max(0, int(seconds + 0.5))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else \
+        f"{rest // 60}:{rest % 60:02d}"
+
+
+def shorten(text: str, width: int) -> str:
+    """text in at most width columns, cut in the middle: both ends stay readable."""
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return text[:width]
+    head = (width - 1) // 2
+    return text[:head] + "…" + text[len(text) - (width - 1 - head):]
+
+
+def byte_pair(done: int, total: int) -> str:
+    """"12.3/169.4 MB": both in the total's unit, the total as the summary writes it."""
+    whole = human_bytes(total)
+    unit = whole.split()[-1]
+    scale = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9}[unit]
+    part = f"{done:.0f}" if unit == "B" else f"{done / scale:.1f}"
+    return f"{part}/{whole}"
+
+
+def account_line(name: str, done: int, messages: int, stored: int, nbytes: int,
+                 eta: str, width: int) -> str:
+    fraction = 1.0 if nbytes <= 0 and done >= messages else (
+        min(1.0, stored / nbytes) if nbytes > 0 else done / max(1, messages))
+    percent = f"{int(fraction * 100 + 1e-9):3d}%"
+    tail = f" {percent} {done}/{messages} msgs {byte_pair(stored, nbytes)} {eta}"
+    label = shorten(name, ACCOUNT_WIDTH)
+    room = width - len(label) - len(tail) - 2
+    if room < MIN_BAR:
+        return shorten(label + tail, width - 1)
+    filled = int(fraction * room)
+    bar = "━" * filled + "╺" * (room - filled) if filled < room else "━" * room
+    return f"{label} {bar}{tail}"
+
+
+def folder_line(folder: str, done: int, messages: int, stored: int, width: int) -> str:
+    tail = f" {done}/{messages} msgs {human_bytes(stored)}"
+    room = max(4, width - len(tail) - 5)
+    return f"  └ {shorten(folder, room)}{tail}"

@@ -4,6 +4,8 @@ headers-first placeholders (never uploaded, upgraded on request)."""
 
 from __future__ import annotations
 
+import re
+
 import mailbox
 import os
 from pathlib import Path
@@ -259,11 +261,19 @@ def test_dry_run_prints_the_plan_and_changes_nothing_anywhere(imap_account):
     assert result.code == 0, result.err
     out = result.out
     assert "dry run, nothing changed" in out
-    for expected in ("download UID", "upload local message", "flags +", "flags become",
-                     "expunge UID", "delete local", "create local folder",
+    for expected in ("download UID", "upload local message", "flags on the server, UID",
+                     "flags locally, ", "expunge UID", "delete local", "create local folder",
                      "create server folder Lokal", "Neu: download UID",
-                     "fetch the whole of UID"):
+                     "download the whole of UID"):
         assert expected in out, (expected, out)
+    # One notation for flag changes on either side (+added -removed), and totals.
+    flags = [line for line in out.splitlines() if ": flags " in line or "flags locally" in line]
+    assert flags and all(re.search(r": [+-][A-Z]+( -[A-Z]+)?$", line) for line in flags), flags
+    assert "flags become" not in out
+    totals = out.splitlines()[-1]
+    assert totals == ("test: would download 3, upload 1, change flags of 2 on the server, "
+                      "change flags of 1 locally, expunge 1 on the server, delete 1 locally, "
+                      "create 1 local folder, create 1 server folder"), totals
     as_json = s.acct.run("--json", "sync", "--dry-run")
     assert as_json.code == 0 and as_json.json["accounts"][0]["plan"]
 
