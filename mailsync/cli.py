@@ -163,6 +163,54 @@ def init(ctx: Context, path: str | None) -> None:
     ctx.ui.lines([f"wrote {target}; edit it, then run `mailsync check`"])
 
 
+@cli.command()
+@click.argument("account")
+@click.option("--device", is_flag=True,
+              help="Sign in with a code on another device (the device-code flow).")
+@click.option("--no-browser", is_flag=True,
+              help="Do not open a browser; print the address to open instead.")
+@pass_ctx
+def login(ctx: Context, account: str, device: bool, no_browser: bool) -> None:
+    """OAuth2 sign-in for ACCOUNT: in a browser (or --device), or with the client
+    credentials of an organisation app; stores the refresh token and says where."""
+    from mailsync.oauth import login as oauth_login
+    acct = ctx.config().select([account])[0]
+
+    def say(text: str) -> None:
+        click.echo(text, err=True)
+
+    done = oauth_login(acct, say, device=device,
+                       open_browser=not no_browser and sys.stdin.isatty())
+    what = "refresh token" if done.refresh_token else "access token"
+    lines = [f"{acct.name}: signed in ({done.flow}); {what} stored in {done.where}"]
+    if not done.refresh_token and done.flow != "client credentials":
+        lines.append(f"{acct.name}: the provider sent no refresh token: sign in again "
+                     "when the access token expires (Microsoft needs the offline_access "
+                     "scope)")
+    ctx.ui.lines(lines)
+
+
+@cli.command()
+@click.argument("account")
+@pass_ctx
+def password(ctx: Context, account: str) -> None:
+    """Store ACCOUNT's password in the system keyring (read from the terminal, or the
+    first line of standard input); use it with password_keyring = true."""
+    from mailsync.errors import UsageError
+    from mailsync.secrets_store import store_password
+    acct = ctx.config().select([account])[0]
+    if sys.stdin.isatty():
+        value = click.prompt(f"Password for {acct.user} ({acct.name})", hide_input=True,
+                             confirmation_prompt=True, err=True)
+    else:
+        value = sys.stdin.readline().rstrip("\r\n")
+    if not value:
+        raise UsageError("no password given", "type it, or pipe it on standard input")
+    where = store_password(acct, value)
+    note = "" if acct.password_keyring else "; set password_keyring = true to use it"
+    ctx.ui.lines([f"{acct.name}: password stored in {where}{note}"])
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: every failure becomes one line and the contract's exit code."""
     verbose = sum(a.count("v") for a in (argv or sys.argv[1:])

@@ -22,7 +22,9 @@ TLS_MODES = ("implicit", "starttls", "none")
 AUTH_METHODS = ("login", "plain", "xoauth2", "oauthbearer")
 MODES = ("sync", "pull", "push", "backup")
 LAYOUTS = ("maildir++", "fs")
-PASSWORD_KEYS = ("password_command", "password_env", "password")
+PASSWORD_KEYS = ("password_command", "password_env", "password", "password_keyring")
+OAUTH2_FLOWS = ("authorization_code", "client_credentials")
+TOKEN_STORES = ("auto", "keyring", "file")
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,17 @@ class Account:
     password: str | None = field(default=None, repr=False)
     auth: str = "login"
     oauth2_token_command: str | None = None
+    password_keyring: bool = False
+    provider: str | None = None
+    oauth2_client_id: str | None = None
+    oauth2_client_secret_command: str | None = None
+    oauth2_tenant: str = "common"
+    oauth2_authorize_url: str | None = None
+    oauth2_token_url: str | None = None
+    oauth2_device_url: str | None = None
+    oauth2_scopes: tuple[str, ...] = ()
+    oauth2_flow: str = "authorization_code"
+    token_store: str = "auto"
     keep: bool = False
     keep_days: int = 0
     max_size: int = 0
@@ -123,6 +136,17 @@ KEYS: dict[str, tuple[Any, str]] = {
     "password": (_is_str, "a string"),
     "auth": (_is_str, 'a string: "login", "plain", "xoauth2" or "oauthbearer"'),
     "oauth2_token_command": (_is_str, "a shell command string"),
+    "password_keyring": (_is_bool, "true or false"),
+    "provider": (_is_str, 'a string: "gmail", "microsoft", "yahoo" or "fastmail"'),
+    "oauth2_client_id": (_is_str, "a string (the client ID of your app registration)"),
+    "oauth2_client_secret_command": (_is_str, "a shell command string"),
+    "oauth2_tenant": (_is_str, 'a string: "common", "organizations" or a tenant ID'),
+    "oauth2_authorize_url": (_is_str, "an https:// URL"),
+    "oauth2_token_url": (_is_str, "an https:// URL"),
+    "oauth2_device_url": (_is_str, "an https:// URL"),
+    "oauth2_scopes": (_is_str_list, 'a list of strings, e.g. ["https://mail.google.com/"]'),
+    "oauth2_flow": (_is_str, 'a string: "authorization_code" or "client_credentials"'),
+    "token_store": (_is_str, 'a string: "auto", "keyring" or "file"'),
     "maildir": (_is_str, "a path string"),
     "maildir_root": (_is_str, "a path string"),
     "state_dir": (_is_str, "a path string"),
@@ -249,6 +273,16 @@ def _build_account(name: str, raw: dict, section: str, src: _Source) -> Account:
     if not re.fullmatch(r"[A-Za-z0-9_.@+-]+", name) or name.startswith("."):
         raise ConfigError(f"{src.where(section)}: account name {name!r} is not usable",
                           "use letters, digits, '.', '_', '-', '@' or '+'")
+    if "provider" in raw:
+        from mailsync.providers import PROVIDERS, preset_defaults
+        if raw["provider"] not in PROVIDERS:
+            raise ConfigError(f"{src.where(section, 'provider')}: provider = "
+                              f"{raw['provider']!r} is not one of {', '.join(PROVIDERS)}",
+                              "use one of those, or leave provider out and set host and "
+                              "the oauth2_*_url keys")
+        raw = {**raw, **preset_defaults(raw["provider"], raw)}
+    elif "oauth2_client_id" in raw and "auth" not in raw:
+        raw = {**raw, "auth": "xoauth2"}
     for key in ("protocol", "host", "user"):
         if key not in raw:
             raise ConfigError(f"{src.where(section)}: [{section}] is missing {key!r}",
@@ -277,6 +311,17 @@ def _build_account(name: str, raw: dict, section: str, src: _Source) -> Account:
         password_command=raw.get("password_command"), password_env=raw.get("password_env"),
         password=raw.get("password"), auth=auth,
         oauth2_token_command=raw.get("oauth2_token_command"),
+        password_keyring=raw.get("password_keyring", False), provider=raw.get("provider"),
+        oauth2_client_id=raw.get("oauth2_client_id"),
+        oauth2_client_secret_command=raw.get("oauth2_client_secret_command"),
+        oauth2_tenant=raw.get("oauth2_tenant", "common"),
+        oauth2_authorize_url=raw.get("oauth2_authorize_url"),
+        oauth2_token_url=raw.get("oauth2_token_url"),
+        oauth2_device_url=raw.get("oauth2_device_url"),
+        oauth2_scopes=tuple(raw.get("oauth2_scopes", ())),
+        oauth2_flow=_choice(raw, "oauth2_flow", OAUTH2_FLOWS, "authorization_code", section,
+                            src),
+        token_store=_choice(raw, "token_store", TOKEN_STORES, "auto", section, src),
         keep=raw.get("keep", False), keep_days=raw.get("keep_days", 0),
         max_size=parse_size(raw.get("max_size", 0)), limit=raw.get("limit", 0),
         timeout=float(raw.get("timeout", 60)),
@@ -294,15 +339,26 @@ def _default_port(protocol: str, tls: str) -> int:
 
 
 def _check_secret_source(raw: dict, auth: str, section: str, src: _Source) -> None:
-    given = [k for k in PASSWORD_KEYS if k in raw]
+    given = [k for k in PASSWORD_KEYS if k in raw and raw[k] is not False]
     if auth in ("xoauth2", "oauthbearer"):
-        if "oauth2_token_command" not in raw:
+        if "oauth2_token_command" in raw and "oauth2_client_id" in raw:
+            raise ConfigError(f"{src.where(section, 'oauth2_client_id')}: [{section}] sets "
+                              "both oauth2_token_command and oauth2_client_id",
+                              "keep oauth2_client_id for the built-in sign-in "
+                              "(`mailsync login`), or the command")
+        if "oauth2_token_command" not in raw and "oauth2_client_id" not in raw:
             raise ConfigError(f"{src.where(section, 'auth')}: auth = {auth!r} needs "
-                              "oauth2_token_command", "add the command that prints a token")
+                              "oauth2_client_id or oauth2_token_command",
+                              "add the client ID of your app registration (then run "
+                              "`mailsync login`), or a command that prints a token")
+        if "oauth2_client_id" in raw:
+            from mailsync.oauth import check_oauth_config
+            check_oauth_config(raw, section, src.where)
         return
     if not given:
         raise ConfigError(f"{src.where(section)}: [{section}] has no password source",
-                          "add password_command, password_env or password")
+                          "add password_command, password_env, password or "
+                          "password_keyring = true")
     if len(given) > 1:
         raise ConfigError(f"{src.where(section, given[1])}: [{section}] sets both "
                           f"{given[0]} and {given[1]}", "keep only one password source")
@@ -341,7 +397,13 @@ def _permission_warnings(path: Path, data: dict) -> list[str]:
 def resolve_secret(account: Account) -> str:
     """The password (or OAuth token) for the account, from its configured source."""
     if account.auth in ("xoauth2", "oauthbearer"):
+        if account.oauth2_client_id is not None:
+            from mailsync.oauth import access_token
+            return access_token(account)
         return _run_secret_command(account, "oauth2_token_command", account.oauth2_token_command)
+    if account.password_keyring:
+        from mailsync.secrets_store import keyring_password
+        return keyring_password(account)
     if account.password is not None:
         return account.password
     if account.password_env is not None:

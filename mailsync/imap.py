@@ -383,12 +383,14 @@ class BoundedIMAPClient(IMAPClient):
 
 
 def connect(account: Account, secret: str, trace: Trace | None = None,
-            client_factory: Callable[..., IMAPClient] = BoundedIMAPClient) -> "ImapSession":
+            client_factory: Callable[..., IMAPClient] = BoundedIMAPClient,
+            _retry_oauth: bool = True) -> "ImapSession":
     """Connect, secure, log in; every failure mapped to the contract's exit codes."""
     label = f"account {account.name}"
     if account.tls == "none" and not account.allow_plaintext:
         raise ConfigError(f"{label}: tls = \"none\" needs allow_plaintext = true",
                           "use tls = \"starttls\" or \"implicit\"")
+    plain_trace = trace
     if trace is not None and secret:
         trace = _hiding(trace, secret)   # a server may echo the secret back
     client = None
@@ -412,6 +414,15 @@ def connect(account: Account, secret: str, trace: Trace | None = None,
     try:
         _login(client, account, secret)
         return ImapSession(account, client)
+    except AuthError:
+        _close_quietly(client)
+        if not _retry_oauth or account.oauth2_client_id is None:
+            raise
+        from mailsync import oauth
+        # A refused OAuth2 token: refresh once more (it may have expired or been
+        # revoked early), then log in again on a new connection.
+        fresh = oauth.token_after_refusal(account, secret)
+        return connect(account, fresh, plain_trace, client_factory, _retry_oauth=False)
     except BaseException:
         _close_quietly(client)
         raise
@@ -483,8 +494,10 @@ def _login(client: IMAPClient, account: Account, secret: str) -> None:
         if isinstance(abort, imaplib.IMAP4.abort):
             raise TemporaryError(f"{label}: the server closed the connection during login: "
                                  f"{text}", "retry later") from None
+        from mailsync.oauth import refusal_hint
         raise AuthError(f"{label}: login as {account.user} failed: {text}",
-                        "check user and password (or the token)") from None
+                        refusal_hint(account, text)
+                        or "check user and password (or the token)") from None
     except OSError as exc:
         raise TemporaryError(f"{label}: connection lost during login: "
                              f"{getattr(exc, 'strerror', None) or exc}", "retry later") from None

@@ -262,7 +262,8 @@ class Pop3Session:
             pass
 
 
-def connect(account: Account, secret: str, trace: Trace | None = None) -> Pop3Session:
+def connect(account: Account, secret: str, trace: Trace | None = None,
+            _retry_oauth: bool = True) -> Pop3Session:
     """Connect, secure and log in, mapping every failure to the contract's exit codes."""
     label = f"account {account.name}"
     try:
@@ -279,6 +280,15 @@ def connect(account: Account, secret: str, trace: Trace | None = None) -> Pop3Se
                             "is this a POP3 server?") from None
     try:
         _login(client, account, secret, trace)
+    except AuthError:
+        _close_quietly(client)
+        if not _retry_oauth or account.oauth2_client_id is None \
+                or account.auth not in ("xoauth2", "oauthbearer"):
+            raise
+        # A refused OAuth2 token: refresh once more, then log in on a new connection.
+        from mailsync import oauth
+        return connect(account, oauth.token_after_refusal(account, secret), trace,
+                       _retry_oauth=False)
     except MailsyncError:
         _close_quietly(client)
         raise
@@ -316,7 +326,21 @@ def _login(client: poplib.POP3, account: Account, secret: str, trace: Trace | No
             mechanism, response = sasl_initial_response(account.auth, account.user, secret)
             if trace:
                 trace("C", f"AUTH {mechanism} <redacted>")
-            client._shortcmd(f"AUTH {mechanism} {response}")
+            reply = client._shortcmd(f"AUTH {mechanism} {response}")
+            if not reply.startswith(b"+OK"):
+                # "+ <base64 JSON>": an OAuth2 refusal as a SASL challenge (RFC 7628);
+                # cancel the exchange so the server answers -ERR.
+                if trace:
+                    trace("S", "+ <challenge>")
+                    trace("C", "*")
+                try:
+                    client._shortcmd("*")
+                except poplib.error_proto:
+                    pass
+                from mailsync.oauth import refusal_hint
+                raise AuthError(f"{label}: login as {account.user} failed (the server "
+                                "refused the token)", refusal_hint(account, "")
+                                or "check user and the token")
     except poplib.error_proto as exc:
         if exc.args and isinstance(exc.args[0], str):    # poplib's own words, not a reply
             if exc.args[0] == POPLIB_EOF:
@@ -331,8 +355,11 @@ def _login(client: poplib.POP3, account: Account, secret: str, trace: Trace | No
                 else raw.decode("utf-8", "replace")   # a server may echo the secret back
             raise TemporaryError(f"{label}: the mailbox is busy: {said}",
                                  "another client holds it; retry later") from None
+        from mailsync.oauth import refusal_hint
+        said = raw.decode("utf-8", "replace").replace(secret, "<redacted>") if secret \
+            else raw.decode("utf-8", "replace")
         raise AuthError(f"{label}: login as {account.user} failed",
-                        "check user and password") from None
+                        refusal_hint(account, said) or "check user and password") from None
     except (TimeoutError, socket.timeout):
         raise TemporaryError(f"{label}: the server did not answer the login in time",
                              "retry later") from None

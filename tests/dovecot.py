@@ -325,6 +325,7 @@ class Dovecot:
         mail_max_userip_connections: int = 100,
         die_with_parent: bool = True,
         extra_config: str = "",
+        oauth2_introspection_url: str | None = None,
     ) -> None:
         self.binary = find_dovecot()
         if self.binary is None:
@@ -339,6 +340,10 @@ class Dovecot:
         self._max_userip = mail_max_userip_connections
         self._die_with_parent = die_with_parent
         self._extra_config = extra_config
+        # With an introspection URL, XOAUTH2 and OAUTHBEARER logins are checked by a
+        # passdb { driver = oauth2 } against it (RFC 7662, POST); the static password
+        # then serves PLAIN and LOGIN only.
+        self.oauth2_introspection_url = oauth2_introspection_url
 
         self.mismatch_host: str | None = MISMATCH_HOST if _can_bind(MISMATCH_HOST) else None
         self.imaps_port = self.imap_port = self.pop3s_port = self.pop3_port = 0
@@ -449,6 +454,23 @@ class Dovecot:
         for f in d.iterdir():
             f.chmod(0o600 if f.suffix == ".key" else 0o644)
 
+    def _oauth2_mechanisms(self) -> str:
+        return " xoauth2 oauthbearer" if self.oauth2_introspection_url else ""
+
+    def _oauth2_passdb(self) -> str:
+        if not self.oauth2_introspection_url:
+            return ""
+        args = self.base / "dovecot-oauth2.conf.ext"
+        args.write_text(f"introspection_mode = post\n"
+                        f"introspection_url = {self.oauth2_introspection_url}\n"
+                        "force_introspection = yes\n"
+                        "username_attribute = username\n"
+                        "active_attribute = active\n"
+                        "active_value = true\n")
+        args.chmod(0o644)
+        return (f"passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n"
+                f"  args = {args}\n}}\n")
+
     def _config_text(self) -> str:
         addrs = self.host if self.mismatch_host is None else f"{self.host}, {self.mismatch_host}"
         mailboxes = "\n".join(
@@ -480,7 +502,7 @@ ssl = yes
 ssl_cert = <{self.cert_file}
 ssl_key = <{self.key_file}
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login{self._oauth2_mechanisms()}
 # Failed logins: no 2 s failure delay (Dovecot still answers after ~0.5 s)
 # and no anvil auth penalty (it grows to 15 s per IP and login_trusted_networks
 # does not lift it): disabling the anvil-auth-penalty socket turns it off.
@@ -492,9 +514,10 @@ mail_location = maildir:~/Maildir
 mail_fsync = never
 pop3_uidl_format = %08Xu%08Xv
 
-passdb {{
+{self._oauth2_passdb()}passdb {{
   driver = static
   args = password={self.password}
+{"  mechanisms = plain login" if self.oauth2_introspection_url else ""}
 }}
 userdb {{
   driver = static
