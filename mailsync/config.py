@@ -22,6 +22,7 @@ TLS_MODES = ("implicit", "starttls", "none")
 AUTH_METHODS = ("login", "plain", "xoauth2", "oauthbearer")
 MODES = ("sync", "pull", "push", "backup")
 LAYOUTS = ("maildir++", "fs")
+DELIVERIES = ("maildir", "mda", "lmtp")
 PASSWORD_KEYS = ("password_command", "password_env", "password", "password_keyring")
 OAUTH2_FLOWS = ("authorization_code", "client_credentials")
 TOKEN_STORES = ("auto", "keyring", "file")
@@ -66,6 +67,13 @@ class Account:
     layout: str = "maildir++"
     max_delete: float = 0.5
     connections: int = 2
+    report_after: float = 0.0          # seconds; 0: report every failure
+    pre_sync_command: str | None = None
+    post_sync_command: str | None = None
+    deliver: str = "maildir"
+    mda_command: str | None = None
+    lmtp_address: str | None = None
+    lmtp_recipient: str | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +127,11 @@ def _is_str_list(v: Any) -> bool:
     return isinstance(v, list) and all(isinstance(x, str) for x in v)
 
 
+def _is_duration(v: Any) -> bool:
+    return (_is_int(v) and v >= 0) or (isinstance(v, str)
+                                       and _DURATION_RE.fullmatch(v.strip()) is not None)
+
+
 def _is_size(v: Any) -> bool:
     return _is_int(v) or (isinstance(v, str) and _SIZE_RE.fullmatch(v.strip()) is not None)
 
@@ -161,9 +174,27 @@ KEYS: dict[str, tuple[Any, str]] = {
     "layout": (_is_str, 'a string: "maildir++" or "fs"'),
     "max_delete": (_is_number, "a number between 0 and 1"),
     "connections": (_is_int, "a whole number of connections (1 to 8)"),
+    "report_after": (_is_duration, 'a duration such as "6h", "30m", "2d" or seconds'),
+    "pre_sync_command": (_is_str, "a shell command string"),
+    "post_sync_command": (_is_str, "a shell command string"),
+    "deliver": (_is_str, 'a string: "maildir", "mda" or "lmtp"'),
+    "mda_command": (_is_str, "a shell command string"),
+    "lmtp_address": (_is_str, 'a string: "host:port" or a socket path'),
+    "lmtp_recipient": (_is_str, "a user name or address string"),
 }
 
 _SIZE_RE = re.compile(r"(\d+)\s*([kKmMgG]?)[bB]?")
+_DURATION_RE = re.compile(r"(\d+)\s*([smhdw]?)")
+
+
+def parse_duration(value: int | str) -> float:
+    """Seconds in a duration: 90, \"90s\", \"30m\", \"6h\", \"2d\", \"1w\"."""
+    if isinstance(value, int):
+        return float(value)
+    m = _DURATION_RE.fullmatch(value.strip())
+    assert m is not None  # checked by _is_duration
+    scale = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+    return float(int(m.group(1)) * scale)
 
 
 def parse_size(value: int | str) -> int:
@@ -303,6 +334,9 @@ def _build_account(name: str, raw: dict, section: str, src: _Source) -> Account:
     maildir = Path(raw["maildir"]).expanduser() if "maildir" in raw else root / name
     state_dir = (Path(raw["state_dir"]).expanduser() if "state_dir" in raw
                  else default_state_dir(name))
+    deliver = _choice(raw, "deliver", DELIVERIES, "maildir", section, src)
+    _check_delivery(raw, protocol, deliver, section, src)
+    _check_local_paths(raw, maildir if deliver == "maildir" else None, section, src)
     return Account(
         name=name, protocol=protocol, host=raw["host"], user=raw["user"], port=port,
         tls=tls, maildir=maildir, state_dir=state_dir,
@@ -329,6 +363,11 @@ def _build_account(name: str, raw: dict, section: str, src: _Source) -> Account:
         folders=tuple(raw.get("folders", ["*"])), exclude=tuple(raw.get("exclude", [])),
         layout=_choice(raw, "layout", LAYOUTS, "maildir++", section, src),
         max_delete=float(raw.get("max_delete", 0.5)), connections=raw.get("connections", 2),
+        report_after=parse_duration(raw.get("report_after", 0)),
+        pre_sync_command=raw.get("pre_sync_command"),
+        post_sync_command=raw.get("post_sync_command"), deliver=deliver,
+        mda_command=raw.get("mda_command"), lmtp_address=raw.get("lmtp_address"),
+        lmtp_recipient=raw.get("lmtp_recipient"),
     )
 
 
@@ -381,6 +420,59 @@ def _check_ranges(raw: dict, section: str, src: _Source) -> None:
                           "keep = true", "set keep = true or remove keep_days")
 
 
+def _check_delivery(raw: dict, protocol: str, deliver: str, section: str,
+                    src: _Source) -> None:
+    """deliver and its keys: each needs the other, and POP3 (IMAP syncs a Maildir)."""
+    if deliver != "maildir" and protocol != "pop3":
+        raise ConfigError(f"{src.where(section, 'deliver')}: deliver = {deliver!r} applies to "
+                          "POP3 accounts only", "an IMAP account syncs its Maildir; remove "
+                          "deliver from this account")
+    for key, mode in (("mda_command", "mda"), ("lmtp_address", "lmtp"),
+                      ("lmtp_recipient", "lmtp")):
+        if key in raw and deliver != mode:
+            raise ConfigError(f"{src.where(section, key)}: {key} only applies with "
+                              f"deliver = \"{mode}\"", f"set deliver = \"{mode}\" or remove {key}")
+    needed = {"mda": "mda_command", "lmtp": "lmtp_address"}.get(deliver)
+    if needed and not str(raw.get(needed, "")).strip():
+        raise ConfigError(f"{src.where(section, 'deliver')}: deliver = {deliver!r} needs "
+                          f"{needed}", "add it, e.g. mda_command = \"/usr/lib/dovecot/"
+                          "dovecot-lda -d $USER\"" if deliver == "mda" else
+                          "add it: lmtp_address = \"host:port\" or a socket path")
+    address = raw.get("lmtp_address")
+    if address is not None and not address.startswith("/"):
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"{src.where(section, 'lmtp_address')}: lmtp_address = "
+                              f"{address!r} is neither host:port nor a socket path",
+                              "write \"127.0.0.1:24\" or \"/var/run/dovecot/lmtp\"")
+
+
+def _check_local_paths(raw: dict, maildir: Path | None, section: str, src: _Source) -> None:
+    """What can be known before connecting: ca_file is a readable file, the Maildir is (or
+    can become) a folder, a password in the file is not empty."""
+    if "ca_file" in raw:
+        ca = Path(raw["ca_file"]).expanduser()
+        if not ca.is_file() or not os.access(ca, os.R_OK):
+            why = "does not exist" if not ca.exists() else \
+                "is not a file" if not ca.is_file() else "cannot be read"
+            raise ConfigError(f"{src.where(section, 'ca_file')}: ca_file {ca} {why}",
+                              "point ca_file at the PEM file of the CA that signed the "
+                              "server's certificate")
+    if maildir is not None:
+        key = "maildir" if "maildir" in raw else "maildir_root"
+        probe = maildir
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if probe.exists() and not probe.is_dir():
+            what = "is a file, not a folder" if probe == maildir else \
+                f"cannot be created: {probe} is a file, not a folder"
+            raise ConfigError(f"{src.where(section, key)}: maildir {maildir} {what}",
+                              f"point {key} at a folder (mailsync creates it if missing)")
+    if raw.get("password") == "":
+        raise ConfigError(f"{src.where(section, 'password')}: password is empty",
+                          "set the password, or use password_command or password_env")
+
+
 def _permission_warnings(path: Path, data: dict) -> list[str]:
     tables = [data.get("defaults", {})] + list(data.get("accounts", {}).values())
     if not any(isinstance(t, dict) and "password" in t for t in tables):
@@ -412,6 +504,10 @@ def resolve_secret(account: Account) -> str:
             raise ConfigError(f"account {account.name}: password_env names "
                               f"${account.password_env}, which is not set",
                               "export it before running mailsync")
+        if not value:
+            raise ConfigError(f"account {account.name}: password_env names "
+                              f"${account.password_env}, which is empty",
+                              "export the password in it before running mailsync")
         return value
     return _run_secret_command(account, "password_command", account.password_command)
 
@@ -424,8 +520,13 @@ def _run_secret_command(account: Account, key: str, command: str | None) -> str:
         raise ConfigError(f"account {account.name}: {key} could not run: "
                           f"{type(exc).__name__}", f"check {key} in the config") from None
     if done.returncode != 0:
+        # The command's own first line of complaint: its error, never the secret (which
+        # goes to stdout, and only on success).
+        said = next((ln.strip() for ln in done.stderr.decode("utf-8", "replace").splitlines()
+                     if ln.strip()), "")
         raise ConfigError(f"account {account.name}: {key} failed with exit status "
-                          f"{done.returncode}", f"run it by hand to see why: {command}")
+                          f"{done.returncode}" + (f": {said[:300]}" if said else ""),
+                          f"run it by hand to see why: {command}")
     lines = done.stdout.decode("utf-8", "replace").splitlines()
     if not lines or not lines[0]:
         raise ConfigError(f"account {account.name}: {key} printed nothing",

@@ -6,6 +6,8 @@ else decides exit codes.
 
 from __future__ import annotations
 
+import errno
+
 EX_OK = 0
 EX_PARTIAL = 1
 EX_USAGE = 64
@@ -84,8 +86,30 @@ class Interrupted(MailsyncError):
 
 
 def local_io_error(exc: OSError, what: str) -> LocalIOError:
-    """Turn an OSError into a LocalIOError that names the path and the fix."""
+    """Turn an OSError into a LocalIOError that names the path and the fix that fits."""
     path = exc.filename or what
     reason = exc.strerror or str(exc)
-    return LocalIOError(f"cannot write {path}: {reason}",
-                        "free disk space or fix the folder's permissions, then run again")
+    return LocalIOError(f"cannot write {path}: {reason}", _IO_HINTS.get(
+        exc.errno, "free disk space or fix the folder's permissions, then run again"))
+
+
+_IO_HINTS = {
+    errno.ENOSPC: "free disk space, then run again",
+    errno.EDQUOT: "free space within your disk quota, then run again",
+    errno.EACCES: "fix the folder's permissions (or its owner), then run again",
+    errno.EPERM: "fix the folder's permissions (or its owner), then run again",
+    errno.EROFS: "the file system is read-only: remount it read-write or point the "
+                 "config elsewhere",
+    errno.ENOTDIR: "a file is in the way of a folder: move it, or point maildir or "
+                   "state_dir elsewhere",
+    errno.EEXIST: "a file is in the way of a folder: move it, or point maildir or "
+                  "state_dir elsewhere",
+    errno.EISDIR: "a folder is where a file should be: move it away, then run again",
+}
+
+
+def naming_account(exc: MailsyncError, account: str) -> MailsyncError:
+    """The error with the account named in front, unless its message already names it."""
+    if f"account {account}" not in exc.message:
+        exc.message = f"account {account}: {exc.message}"
+    return exc

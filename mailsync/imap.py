@@ -47,7 +47,8 @@ from mailsync.errors import (EX_PARTIAL, AuthError, ConfigError, MailsyncError,
                              ProtocolError, TemporaryError, UnreachableError)
 from mailsync.imapstream import FetchReader, StreamClosed, StreamError, crlf_to_lf
 from mailsync.names import decode_mutf7, encode_mutf7
-from mailsync.secure import connect_error, tls_context
+from mailsync.secure import (connect_error, greeting_protocol, mismatch_error,
+                             plain_connection, plain_greeting, tls_context)
 
 Trace = Callable[[str, str], None]
 
@@ -365,7 +366,10 @@ class _BoundedReads:
 
 
 class _PlainIMAP4(_BoundedReads, IMAP4WithTimeout):
-    pass
+    def _create_socket(self, timeout: float | None = None):
+        # A port expecting TLS at once is named within seconds, not at the timeout.
+        return plain_connection(self.host, self.port,
+                                timeout if timeout is not None else self._timeout)
 
 
 class _TlsIMAP4(_BoundedReads, IMAP4_TLS):
@@ -407,8 +411,11 @@ def connect(account: Account, secret: str, trace: Trace | None = None,
         if "BYE" in text:
             raise TemporaryError(f"{label}: {account.host} turned the connection away: {text}",
                                  "retry later") from None
+        implicit = account.tls == "implicit"
+        if greeting_protocol(plain_greeting(account, tls=implicit)) == "pop3":
+            raise mismatch_error(account, "pop3", implicit) from None
         raise ProtocolError(f"{label}: bad greeting from {account.host}: {text}",
-                            "is this an IMAP server?") from None
+                            "is this an IMAP server? check host and port") from None
     except OSError as exc:   # socket and TLS failures alike
         raise connect_error(account, exc) from None
     try:

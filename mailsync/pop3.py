@@ -19,7 +19,8 @@ from mailsync.config import Account
 from mailsync.errors import (AuthError, MailsyncError, ProtocolError, TemporaryError,
                              UnreachableError)
 from mailsync.fetchplan import ServerMessage
-from mailsync.secure import connect_error, tls_context
+from mailsync.secure import (connect_error, greeting_protocol, mismatch_error,
+                             plain_connection, tls_context)
 
 CHUNK = 1 << 16
 MAX_LINE = 8192
@@ -276,8 +277,11 @@ def connect(account: Account, secret: str, trace: Trace | None = None,
         if exc.args and exc.args[0] == POPLIB_EOF:
             raise TemporaryError(f"{label}: {account.host}:{account.port} closed the "
                                  "connection before its greeting", "retry later") from None
+        greeting = exc.args[0] if exc.args and isinstance(exc.args[0], bytes) else b""
+        if greeting_protocol(greeting) == "imap":
+            raise mismatch_error(account, "imap", account.tls == "implicit") from None
         raise ProtocolError(f"{label}: bad greeting from {account.host}: {exc}",
-                            "is this a POP3 server?") from None
+                            "is this a POP3 server? check host and port") from None
     try:
         _login(client, account, secret, trace)
     except AuthError:
@@ -300,7 +304,7 @@ def _open(account: Account) -> poplib.POP3:
     if account.tls == "implicit":
         return poplib.POP3_SSL(account.host, account.port, timeout=account.timeout,
                                context=tls_context(account))
-    client = poplib.POP3(account.host, account.port, timeout=account.timeout)
+    client = _PlainPOP3(account)
     if account.tls == "starttls":
         try:
             client.stls(tls_context(account))
@@ -310,6 +314,17 @@ def _open(account: Account) -> poplib.POP3:
                                    "mailsync never falls back to plain text; use tls = "
                                    "\"implicit\" or ask the provider") from None
     return client
+
+
+class _PlainPOP3(poplib.POP3):
+    """A plain connection whose greeting is waited for only while the server could be
+    a slow one: a port that expects TLS at once is named within seconds."""
+
+    def __init__(self, account: Account) -> None:
+        super().__init__(account.host, account.port, timeout=account.timeout)
+
+    def _create_socket(self, timeout: float) -> socket.socket:
+        return plain_connection(self.host, self.port, timeout)
 
 
 def _login(client: poplib.POP3, account: Account, secret: str, trace: Trace | None) -> None:

@@ -70,11 +70,17 @@ def assert_nothing_stored(run) -> None:
 
 # The greeting and the login --------------------------------------------------------------
 
-@pytest.mark.parametrize("greeting", ["+OK POP3 server ready", "HTTP/1.1 400 Bad Request",
-                                      "\x00\x01\x02", "* NO go away"])
+@pytest.mark.parametrize("greeting", ["HTTP/1.1 400 Bad Request", "\x00\x01\x02",
+                                      "* NO go away"])
 def test_a_greeting_that_is_not_ok_is_a_protocol_error(tmp_path, greeting):
     result, log, run = hostile(tmp_path, greeting=greeting)
     assert_clean_failure(result, run, PROTOCOL)
+    assert not any(line.startswith("LOGIN") for line in log)
+
+
+def test_a_pop3_greeting_names_the_wrong_port(tmp_path):
+    result, log, run = hostile(tmp_path, greeting="+OK POP3 server ready")
+    assert_clean_failure(result, run, 78, "a POP3 server", 'protocol = "imap"')
     assert not any(line.startswith("LOGIN") for line in log)
 
 

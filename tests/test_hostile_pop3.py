@@ -56,11 +56,16 @@ def assert_nothing_deleted(log: list[str], run) -> None:
 
 # The greeting and the login --------------------------------------------------------------
 
-@pytest.mark.parametrize("greeting", ["* OK [CAPABILITY IMAP4rev1] an IMAP server",
-                                      b"\xff\xfe\x00garbage\r\n", "HTTP/1.1 400 Bad Request"])
+@pytest.mark.parametrize("greeting", [b"\xff\xfe\x00garbage\r\n", "HTTP/1.1 400 Bad Request"])
 def test_a_greeting_that_is_not_ok_is_a_protocol_error(tmp_path, greeting):
     result, log, run = hostile(tmp_path, greeting=greeting)
     assert_clean_failure(result, run, PROTOCOL, "greeting")
+    assert not any(line.startswith(("USER", "PASS")) for line in log)
+
+
+def test_an_imap_greeting_names_the_wrong_port(tmp_path):
+    result, log, run = hostile(tmp_path, greeting="* OK [CAPABILITY IMAP4rev1] an IMAP server")
+    assert_clean_failure(result, run, 78, "an IMAP server", 'protocol = "pop3"')
     assert not any(line.startswith(("USER", "PASS")) for line in log)
 
 

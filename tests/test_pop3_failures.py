@@ -93,11 +93,12 @@ def test_unknown_key_exits_78_naming_it(seeded):
     assert_one_clean_line(acct.run("fetch"), 78, "'kep'", "config.toml:")
 
 
-def test_unwritable_maildir_exits_74(seeded, tmp_path):
+def test_a_maildir_behind_a_file_is_a_config_error(seeded, tmp_path):
+    # Knowable before connecting: refused at load (78), the file named, no disk hint.
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     acct = seeded(maildir=str(blocker / "Mail"))
-    assert_one_clean_line(acct.run("fetch"), 74, str(blocker))
+    assert_one_clean_line(acct.run("fetch"), 78, str(blocker), "is a file, not a folder")
     assert_server_untouched(acct)
 
 
