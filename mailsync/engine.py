@@ -15,7 +15,9 @@ from typing import Callable
 
 from mailsync import crashpoints
 from mailsync.config import Account
-from mailsync.errors import LocalIOError, MailsyncError, UsageError
+from mailsync.errors import (EX_TEMPFAIL, EX_UNAVAILABLE, LocalIOError, LockedError,
+                             MailsyncError, UsageError, naming_account)
+from mailsync.hooks import run_post_hook, run_pre_hook
 from mailsync.model import AccountResult
 from mailsync.ports import Reporter
 from mailsync.state import AccountLock, State
@@ -46,11 +48,18 @@ def run_accounts(accounts: list[Account], options: RunOptions, reporter: Reporte
 
 def run_account(account: Account, options: RunOptions, reporter: Reporter,
                 clock: Callable[[], float] = time.time) -> AccountResult:
+    """One account's run under its lock: pre_sync_command, the job, the record of the
+    run (and of since when the account fails), then post_sync_command."""
     started_wall, started = clock(), time.monotonic()
+    hooks = not options.dry_run   # a dry run changes nothing, runs nothing
     try:
         with _lock_unless_dry_run(account, options):
             state = State(account.state_dir, readonly=options.dry_run)
+            ran = False
             try:
+                if hooks and account.pre_sync_command:
+                    run_pre_hook(account, options.command, reporter)
+                ran = True
                 result = _job(account, options, state, reporter, clock)
                 result.seconds = time.monotonic() - started
                 if not options.dry_run:
@@ -58,15 +67,59 @@ def run_account(account: Account, options: RunOptions, reporter: Reporter,
             except MailsyncError as exc:
                 result = _failed(account, exc, started)
                 _record_quietly(state, options, started_wall, result)
+                result.failing_since = _recorded_failing_since(state, started_wall)
             finally:
                 state.close()
+            if ran and hooks and account.post_sync_command and \
+                    not crashpoints.stop_requested():
+                run_post_hook(account, options.command, result, reporter)
     except sqlite3.Error as exc:
         result = _failed(account, LocalIOError(
             f"account {account.name}: state database error: {exc}",
             f"check free space and permissions of {account.state_dir}"), started)
     except MailsyncError as exc:
         result = _failed(account, exc, started)
+        if isinstance(exc, LockedError):
+            result.failing_since = _failing_since_unlocked(account, started_wall)
+    _hold_back_young_failure(account, result, clock())
     return result
+
+
+def _recorded_failing_since(state: State, started: float) -> float | None:
+    try:
+        return state.failing_since()
+    except sqlite3.Error:
+        return started
+
+
+def _failing_since_unlocked(account: Account, started: float) -> float:
+    """Another run holds the lock: the account has not completed a run since its last
+    failures began or, failing none, since that run took the lock."""
+    times = [started]
+    try:
+        times.append((account.state_dir / "lock").stat().st_mtime)
+    except OSError:
+        pass
+    try:
+        state = State(account.state_dir, readonly=True)   # reads a copy: takes no lock
+        try:
+            since = state.failing_since()
+        finally:
+            state.close()
+        if since is not None:
+            times.append(since)
+    except (MailsyncError, sqlite3.Error):
+        pass
+    return min(times)
+
+
+def _hold_back_young_failure(account: Account, result: AccountResult, now: float) -> None:
+    """report_after: a temporary failure (69, 75) of an account failing for less than
+    that long is withheld under -q; its exit status is unchanged."""
+    if result.ok or result.exit_code not in (EX_UNAVAILABLE, EX_TEMPFAIL):
+        return
+    since = result.failing_since if result.failing_since is not None else now
+    result.withheld = account.report_after > 0 and now - since < account.report_after
 
 
 def _lock_unless_dry_run(account: Account, options: RunOptions):
@@ -99,6 +152,7 @@ def _job(account: Account, options: RunOptions, state: State, reporter: Reporter
 
 
 def _failed(account: Account, exc: MailsyncError, started: float) -> AccountResult:
+    exc = naming_account(exc, account.name)   # every error says which account
     return AccountResult(name=account.name, protocol=account.protocol, ok=False,
                          error=str(exc), exit_code=exc.exit_code,
                          seconds=time.monotonic() - started)

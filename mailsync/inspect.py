@@ -70,6 +70,7 @@ def show_status(accounts: list[Account], ui: Ui) -> int:
         s = last["summary"]
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(last["finished"]))
         result = "ok" if last["exit_code"] == 0 else f"exit {last['exit_code']}: {last['error']}"
+        result = _with_failing_since(account, result)
         rows.append([account.name, *folder_col, account.protocol, when, result,
                      str(s.get("downloaded", 0)), str(_stored_count(account))])
         rows += _folder_rows(account, last, when)
@@ -137,6 +138,22 @@ def _last_run(account: Account) -> dict | None:
         return None
     return {"finished": row[0], "exit_code": row[1], "error": row[2],
             "summary": json.loads(row[3])}
+
+
+def _with_failing_since(account: Account, result: str) -> str:
+    """A failed last run's result, led by since when the account has been failing."""
+    db = _open_readonly(account)
+    if db is None:
+        return result
+    try:   # recorded from state version 2 on
+        row = db.execute("SELECT failing_since FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+    except sqlite3.Error:
+        row = None
+    finally:
+        db.close()
+    if not row or row[0] is None:
+        return result
+    return time.strftime("failing since %Y-%m-%d %H:%M; ", time.localtime(row[0])) + result
 
 
 def _stored_count(account: Account) -> int:

@@ -42,6 +42,8 @@ class AccountResult(Counts):
     exit_code: int = 0
     seconds: float = 0.0
     dry_run: bool = False
+    failing_since: float | None = None   # failed: when the account's failures began
+    withheld: bool = False    # a temporary failure younger than report_after: quiet under -q
     plan: list[str] = field(default_factory=list)
     folders: list[FolderResult] | None = None
 
@@ -50,6 +52,7 @@ class AccountResult(Counts):
         data["seconds"] = round(self.seconds, 3)
         if self.folders is None:
             del data["folders"]
+        del data["withheld"]
         if not self.dry_run:
             del data["plan"]
         return data

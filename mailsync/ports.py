@@ -23,6 +23,9 @@ class Reporter(Protocol):
     def warn(self, text: str) -> None:
         """Something the user should know that is not a failure."""
 
+    def error(self, text: str) -> None:
+        """A failure beside the run's own result (a failing hook): shown even with -q."""
+
     def detail(self, text: str) -> None:
         """Shown with -v."""
 
@@ -43,6 +46,9 @@ class SilentReporter:
         pass
 
     def warn(self, text: str) -> None:
+        pass
+
+    def error(self, text: str) -> None:
         pass
 
     def detail(self, text: str) -> None:

@@ -22,7 +22,7 @@ from mailsync.errors import LocalIOError, LockedError, local_io_error
 from mailsync.maildir import make_private_dirs
 from mailsync.syncplan import Pair
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS pop_seen (
@@ -69,9 +69,20 @@ CREATE TABLE IF NOT EXISTS runs (
     finished REAL NOT NULL,
     exit_code INTEGER NOT NULL,
     error TEXT,
-    summary TEXT NOT NULL
+    summary TEXT NOT NULL,
+    failing_since REAL             -- a failed run: when the failures since the last success began
 );
 """
+
+# Version -> statements that bring a database of the version before it up to it.
+MIGRATIONS = {
+    2: ["ALTER TABLE runs ADD COLUMN failing_since REAL",
+        # The last run, if it failed: its streak began with the first run after the last
+        # success (a run history from before this column is read once).
+        "UPDATE runs SET failing_since = (SELECT min(started) FROM runs WHERE id > "
+        "coalesce((SELECT max(id) FROM runs WHERE exit_code = 0), 0)) "
+        "WHERE id = (SELECT max(id) FROM runs) AND exit_code != 0"],
+}
 
 
 @dataclass(frozen=True)
@@ -211,9 +222,11 @@ class State:
             return
         with self.transaction():
             # executescript() would commit on its own; run the statements one by one.
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
-                    self.db.execute(statement)
+            # A new database gets the whole schema; an older one its migrations.
+            statements = [s for s in SCHEMA.split(";") if s.strip()] if version == 0 else \
+                [s for v in range(version + 1, SCHEMA_VERSION + 1) for s in MIGRATIONS[v]]
+            for statement in statements:
+                self.db.execute(statement)
             self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -381,12 +394,29 @@ class State:
 
     # Runs -----------------------------------------------------------------------------
     def record_run(self, command: str, started: float, summary: dict) -> None:
+        """Record a run; a failed one carries on (or begins) the account's failing streak,
+        which a successful one ends."""
+        code = summary.get("exit_code", 0)
         with self.transaction():
+            since = None
+            if code != 0:
+                last = self.db.execute("SELECT exit_code, started, failing_since FROM runs "
+                                       "ORDER BY id DESC LIMIT 1").fetchone()
+                since = started if last is None or last[0] == 0 else \
+                    (last[2] if last[2] is not None else last[1])
             self.db.execute(
-                "INSERT INTO runs (command, started, finished, exit_code, error, summary) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (command, started, time.time(), summary.get("exit_code", 0),
-                 summary.get("error"), json.dumps(summary)))
+                "INSERT INTO runs (command, started, finished, exit_code, error, summary, "
+                "failing_since) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (command, started, time.time(), code, summary.get("error"),
+                 json.dumps(summary), since))
+
+    def failing_since(self) -> float | None:
+        """When the account's failures began, if its last recorded run failed."""
+        row = self.db.execute("SELECT exit_code, failing_since, started FROM runs "
+                              "ORDER BY id DESC LIMIT 1").fetchone()
+        if row is None or row[0] == 0:
+            return None
+        return row[1] if row[1] is not None else row[2]
 
     def last_run(self) -> dict | None:
         row = self.db.execute("SELECT command, started, finished, exit_code, error, summary "

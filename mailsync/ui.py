@@ -86,7 +86,9 @@ class Ui:
     def results(self, results: list[AccountResult], exit_code: int) -> None:
         self.close()
         for r in results:
-            if not r.ok:
+            # -q: a temporary failure younger than the account's report_after stays
+            # quiet (cron mails nothing); the exit status still tells.
+            if not r.ok and not (self.options.quiet and r.withheld):
                 self._failure(r)
         if self.options.json:
             payload = {"exit_code": exit_code, "accounts": [r.as_json() for r in results]}
