@@ -173,8 +173,11 @@ def init(ctx: Context, path: str | None) -> None:
 def login(ctx: Context, account: str, device: bool, no_browser: bool) -> None:
     """OAuth2 sign-in for ACCOUNT: in a browser (or --device), or with the client
     credentials of an organisation app; stores the refresh token and says where."""
+    from mailsync import oauth
     from mailsync.oauth import login as oauth_login
     acct = ctx.config().select([account])[0]
+    if ctx.ui.tracing:
+        oauth.TRACE = ctx.ui.trace
 
     def say(text: str) -> None:
         click.echo(text, err=True)

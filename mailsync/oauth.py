@@ -51,6 +51,16 @@ DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
 Clock = Callable[[], float]
 
+# -vv: the HTTP exchanges, every secret-bearing value shown as <redacted>.
+TRACE: Callable[[str, str], None] | None = None
+SECRET_FIELDS = ("code", "code_verifier", "refresh_token", "client_secret", "device_code",
+                 "access_token", "id_token")
+
+
+def _traced(form: dict) -> str:
+    return " ".join(f"{k}={'<redacted>' if k in SECRET_FIELDS else v}"
+                    for k, v in form.items())
+
 
 # Configuration ----------------------------------------------------------------------------
 
@@ -155,6 +165,8 @@ def post_form(account: Account, url: str, form: dict[str, str]) -> tuple[int, di
         headers={"Accept": "application/json",
                  "Content-Type": "application/x-www-form-urlencoded",
                  "User-Agent": f"mailsync/{__version__}"})
+    if TRACE is not None:
+        TRACE("C", f"POST {url} {_traced(form)}")
     try:
         with _opener(url).open(request, timeout=min(account.timeout, HTTP_TIMEOUT)) as resp:
             status, body = resp.status, resp.read(1 << 20)
@@ -181,6 +193,9 @@ def post_form(account: Account, url: str, form: dict[str, str]) -> tuple[int, di
         data = json.loads(body.decode("utf-8"))
     except ValueError:
         data = None
+    if TRACE is not None:
+        TRACE("S", f"HTTP {status} " + (_traced(data) if isinstance(data, dict) else
+                                         f"({len(body)} bytes, not JSON)"))
     if not isinstance(data, dict):
         if status >= 500:
             raise TemporaryError(f"{label}: {host} failed (HTTP {status})", "retry later")

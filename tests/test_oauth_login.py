@@ -214,6 +214,8 @@ def login(acct: OAuthAccount, how: str) -> None:
         result = acct.run(*args)
         assert result.code == 0, result.err
         assert "client credentials" in result.out
+        assert "grant_type=client_credentials" in result.err         # the -vv trace
+        assert "client_secret=<redacted>" in result.err
         return
     proc = acct.popen(*args)
     titles: list[bytes] = []
@@ -255,6 +257,29 @@ def login(acct: OAuthAccount, how: str) -> None:
     acct.outputs += [out, err, *titles]
     assert proc.returncode == 0, err
     assert b"signed in" in out and b"refresh token stored in" in out, out
+    # The -vv trace shows the exchange with every secret-bearing field redacted.
+    assert "refresh_token=<redacted>" in err and "access_token=<redacted>" in err, err
+    assert ("device_code=<redacted>" if how == "device" else "code=<redacted>") in err
+
+
+def run_watched(acct: OAuthAccount, *args: str):
+    """A run whose process title is sampled all along (kept with the outputs)."""
+    from tests.conftest import CliResult
+    proc = acct.popen(*args)
+    titles: list[bytes] = []
+    stop = threading.Event()
+    watcher = threading.Thread(target=_titles, args=(proc.pid, stop, titles), daemon=True)
+    watcher.start()
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        stop.set()
+        watcher.join(5)
+    assert titles
+    acct.outputs += titles
+    result = CliResult(proc.returncode, out.decode(), err.decode())
+    acct.outputs += [result.out, result.err]
+    return result
 
 
 FLOWS = ["loopback", "pasted", "device", "client_credentials"]
@@ -283,7 +308,7 @@ def test_login_then_imap_sync_and_pop3_fetch_with_both_mechanisms(oauth_account,
         mail = make_corpus(2, seed=n + 1)
         acct.dovecot.seed(acct.user, mail)
         command = "sync" if protocol == "imap" else "fetch"
-        result = acct.run("-vv", "--no-progress", command)
+        result = run_watched(acct, "-vv", "--no-progress", command)
         assert result.code == 0, result.err
         # Dovecot's oauth2 passdb verified the token with the fake server:
         logins = f"Login: user=<{acct.user}>, method={auth.upper()}"
@@ -362,7 +387,7 @@ def test_a_token_the_server_refuses_is_refreshed_once_more(oauth_account, oauth_
 
 
 def test_keyring_store_with_a_real_file_backend(oauth_account, oauth_server, tmp_path):
-    pytest.importorskip("keyrings.alt")
+    import keyrings.alt  # noqa: F401 (the test extra installs it)
     acct = oauth_account(token_store="keyring")
     data = tmp_path / "xdg-data"
     acct.env = {"PYTHON_KEYRING_BACKEND": "keyrings.alt.file.PlaintextKeyring",
@@ -396,8 +421,10 @@ def test_a_wrong_client_secret_is_one_line_and_never_shown(oauth_account, oauth_
     acct.use("pop3", "xoauth2")
     result = acct.run("-vv", "fetch")
     assert_one_line(result, 77, "client secret")
-    result = acct.run("-vv", "login", "test")
+    result = acct.run("login", "test")
     assert_one_line(result, 77, "client secret")
+    traced = acct.run("-vv", "login", "test")
+    assert traced.code == 77 and "client_secret=<redacted>" in traced.err
     assert_hidden(forms(acct.user, "wrong-" + APP_SECRET) + acct.secret_forms(),
                   *acct.outputs)
 
@@ -424,7 +451,7 @@ def test_a_declined_browser_sign_in_stores_nothing(oauth_account, oauth_server):
 
 def test_password_command_stores_in_the_keyring_for_password_keyring(make_account,
                                                                       tmp_path):
-    pytest.importorskip("keyrings.alt")
+    import keyrings.alt  # noqa: F401 (the test extra installs it)
     env = {"PYTHON_KEYRING_BACKEND": "keyrings.alt.file.PlaintextKeyring",
            "XDG_DATA_HOME": str(tmp_path / "xdg")}
     acct: AccountSetup = make_account("imap", password=None, password_keyring=True)
