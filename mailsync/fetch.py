@@ -15,7 +15,8 @@ from typing import Callable
 
 from mailsync import crashpoints, pop3
 from mailsync.config import Account, resolve_secret
-from mailsync.errors import Interrupted, MailsyncError, TemporaryError
+from mailsync.deliver import Deliverer, deliverer_for
+from mailsync.errors import ConfigError, Interrupted, MailsyncError, TemporaryError
 from mailsync.fetchplan import FetchPlan, FetchPolicy, ServerMessage, plan_fetch
 from mailsync.maildir import Maildir, TmpFile, unique_name
 from mailsync.model import AccountResult
@@ -46,9 +47,13 @@ def fetch_account(account: Account, state: State, reporter: Reporter, options: F
     """Fetch one account; the caller holds the account lock."""
     result = AccountResult(name=account.name, protocol="pop3", dry_run=options.dry_run)
     maildir = Maildir(account.maildir)
+    deliverer = deliverer_for(account)    # None: into the account's own Maildir
     if not options.dry_run:
-        maildir.create()
-        settle_pending(state, maildir)
+        if deliverer is None:
+            maildir.create()
+            settle_pending(state, maildir)
+        else:
+            settle_handed(state, reporter, account)
     session = pop3.connect(account, resolve_secret(account),
                            reporter.trace if _tracing(reporter) else None)
     try:
@@ -66,7 +71,12 @@ def fetch_account(account: Account, state: State, reporter: Reporter, options: F
             session.quit()
             return result
         to_delete = list(plan.deletes)
-        to_delete += _download(session, plan, maildir, state, reporter, result, clock)
+        try:
+            to_delete += _download(session, plan, maildir, state, reporter, result, clock,
+                                   deliverer)
+        finally:
+            if deliverer is not None:
+                deliverer.close()
         _delete(session, to_delete, result)
         session.quit()
         crashpoints.step("quit")
@@ -74,6 +84,9 @@ def fetch_account(account: Account, state: State, reporter: Reporter, options: F
         session.abort()
         raise
     state.forget_seen(plan.forget)
+    refused = deliverer.refusal_error() if deliverer is not None else None
+    if refused is not None:   # after the others were delivered and deleted
+        raise refused
     if options.keep and not account.keep and result.downloaded:
         reporter.warn(f"account {account.name}: {result.downloaded} message(s) stay on the "
                       "server this time (--keep), but keep = false: the next `mailsync run` "
@@ -140,8 +153,8 @@ class _Batch:
 
 
 def _download(session: pop3.Pop3Session, plan: FetchPlan, maildir: Maildir, state: State,
-              reporter: Reporter, result: AccountResult, clock: Callable[[], float]
-              ) -> list[ServerMessage]:
+              reporter: Reporter, result: AccountResult, clock: Callable[[], float],
+              deliverer: Deliverer | None = None) -> list[ServerMessage]:
     """Download the plan's messages; return those now safe to delete on the server."""
     deletable: list[ServerMessage] = []
     if not plan.downloads:
@@ -151,8 +164,12 @@ def _download(session: pop3.Pop3Session, plan: FetchPlan, maildir: Maildir, stat
                               plan.download_bytes)
     try:
         for batch in _batches(plan.downloads):
-            stored = _download_batch(session, batch, maildir, state, reporter, result,
-                                     known_hashes, clock)
+            if deliverer is None:
+                stored = _download_batch(session, batch, maildir, state, reporter, result,
+                                         known_hashes, clock)
+            else:
+                stored = _deliver_batch(session, batch, deliverer, state, reporter, result,
+                                        known_hashes, clock)
             if plan.delete_after_download:
                 deletable += stored
     finally:
@@ -256,4 +273,75 @@ def _delete(session: pop3.Pop3Session, messages: list[ServerMessage],
     session.delete([m.number for m in messages])
     crashpoints.step("deleted")
     result.deleted_remote += len(messages)
+
+
+# Delivery through an MDA or LMTP ------------------------------------------------------
+DELIVER_KEY = "deliver:"   # the key (in pop_pending, pop_seen) of a message handed over
+
+
+def settle_handed(state: State, reporter: Reporter, account: Account) -> None:
+    """Messages a killed run had handed to the MDA or LMTP server without recording
+    the answer: whether it took them is unknown. They are still on the server and not
+    recorded, so this run delivers them again: they may arrive twice, and the user is
+    told which."""
+    handed = [uid for uid, key in state.pop_pending().items() if key.startswith(DELIVER_KEY)]
+    for uid in handed:
+        reporter.warn(f"account {account.name}: a run was stopped while message {uid} was "
+                      f"being delivered ({account.deliver}); it is delivered again, so it "
+                      "may arrive twice")
+    state.drop_pending(handed)
+
+
+class _MemorySink:
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.parts.append(data)
+
+
+def _deliver_batch(session: pop3.Pop3Session, batch: list[ServerMessage],
+                   deliverer: Deliverer, state: State, reporter: Reporter,
+                   result: AccountResult, known_hashes: set[str],
+                   clock: Callable[[], float]) -> list[ServerMessage]:
+    """Hand each message to the MDA or LMTP server as it arrives. Before: its intent is
+    recorded; right after acceptance: its UIDL is recorded as delivered, in its own
+    transaction. DELE comes later, for recorded messages only. Returns those accepted."""
+    by_number = {m.number: m for m in batch}
+    sinks: dict[int, _MemorySink] = {}
+    delivered: list[ServerMessage] = []
+    key = DELIVER_KEY + deliverer.account.deliver
+
+    def open_sink(number: int) -> _MemorySink:
+        sinks[number] = _MemorySink()
+        return sinks[number]
+
+    def done(number: int, size: int) -> None:
+        msg = by_number[number]
+        data = b"".join(sinks.pop(number).parts)
+        uid = msg.uid or "sha256:" + hashlib.sha256(data).hexdigest()
+        result.bytes_downloaded += size
+        reporter.transferred(msg.size)
+        if uid in known_hashes:   # without UIDL: this content was delivered already
+            delivered.append(msg)
+            return
+        state.record_pending([(uid, key)])    # handed over: its fate unknown until recorded
+        try:
+            crashpoints.step("handing")
+            accepted = deliverer.deliver(number, data)
+        except (Interrupted, ConfigError):    # the MDA never had it
+            state.drop_pending([uid])
+            raise
+        if not accepted:
+            state.drop_pending([uid])         # refused: it stays on the server
+            return
+        state.confirm_pending([uid], now=clock())   # delivered: recorded before anything else
+        if uid.startswith("sha256:"):
+            known_hashes.add(uid)
+        result.downloaded += 1
+        delivered.append(msg)
+        crashpoints.step("delivered")
+
+    session.retrieve([m.number for m in batch], open_sink, done)
+    return delivered
 

@@ -1,0 +1,190 @@
+"""POP3 delivery through an MDA (Dovecot's dovecot-lda) and LMTP (Dovecot's lmtp) into
+the fixture Dovecot's own users: each message arrives once, is deleted on the POP3
+server only after the MDA or LMTP server accepted it and that is recorded, and a run
+killed at any step of the way (between acceptance and DELE too) loses and doubles
+nothing once the next run is done."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections import Counter
+
+import pytest
+
+from tests.corpus import make_corpus
+from tests.dovecot import find_dovecot_tool
+
+_MSGID = re.compile(rb"^Message-ID:\s*(\S+)", re.I | re.M)
+
+
+def _need(what: str, found: object) -> None:
+    if found:
+        return
+    if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
+        pytest.fail(f"{what} is missing (apt-get install dovecot-lmtpd)")
+    pytest.skip(f"{what} is not installed")
+
+
+def message_ids(messages: list[bytes]) -> Counter:
+    return Counter(m.group(1) for m in (_MSGID.search(msg) for msg in messages) if m)
+
+
+def mda_account(make_account, dovecot, **keys):
+    lda = find_dovecot_tool("dovecot-lda")
+    _need("dovecot-lda", lda)
+    target = dovecot.new_user()
+    acct = make_account(deliver="mda",
+                        mda_command=f"{lda} -c {dovecot.conf_file} -d {target}", **keys)
+    return acct, target
+
+
+def lmtp_account(make_account, dovecot, **keys):
+    _need("Dovecot's lmtp", dovecot.lmtp_socket)
+    target = dovecot.new_user()
+    acct = make_account(deliver="lmtp", lmtp_address=str(dovecot.lmtp_socket),
+                        lmtp_recipient=target, **keys)
+    return acct, target
+
+
+SETUPS = {"mda": mda_account, "lmtp": lmtp_account}
+
+
+@pytest.mark.parametrize("how", sorted(SETUPS))
+def test_delivery_reaches_the_mailbox_once_and_empties_the_server(make_account, dovecot,
+                                                                  how):
+    corpus = make_corpus(20)
+    acct, target = SETUPS[how](make_account, dovecot)
+    acct.server.seed(acct.user, corpus)
+    result = acct.run("--json", "fetch")
+    assert result.code == 0, result.err
+    assert result.json["accounts"][0]["downloaded"] == 20
+    delivered = dovecot.server_messages(target)
+    assert message_ids(delivered) == message_ids(corpus)
+    assert all(c == 1 for c in message_ids(delivered).values())
+    assert any(b"Subject:" in m for m in delivered)
+    assert acct.server_messages() == [] and not acct.maildir.exists()
+    again = acct.run("--json", "fetch")
+    assert again.code == 0 and again.json["accounts"][0]["downloaded"] == 0
+    assert len(dovecot.server_messages(target)) == 20
+
+
+def count_steps(acct, tmp_path) -> Counter:
+    log = tmp_path / "steps.log"
+    log.unlink(missing_ok=True)
+    done = acct.run("fetch", env={"MAILSYNC_CRASH_COUNT": str(log)})
+    assert done.code == 0, done.err
+    return Counter(log.read_text().split())
+
+
+@pytest.mark.parametrize("how", sorted(SETUPS))
+def test_killed_at_every_step_loses_and_doubles_nothing(make_account, dovecot, tmp_path,
+                                                        how):
+    corpus = make_corpus(6)
+    probe, _ = SETUPS[how](make_account, dovecot)
+    probe.server.seed(probe.user, corpus)
+    steps = count_steps(probe, tmp_path)
+    # Each message: handed over (intent recorded), then delivered (acceptance recorded);
+    # then the DELEs and QUIT.
+    assert steps["handing"] == 6 and steps["delivered"] == 6 and steps["deleted"] == 1
+    total = sum(steps.values())
+    for point in range(1, total + 1):
+        acct, target = SETUPS[how](make_account, dovecot)
+        acct.server.seed(acct.user, corpus)
+        killed = acct.popen("fetch", env={"MAILSYNC_CRASH_AT": str(point)})
+        killed.wait(timeout=120)
+        assert killed.returncode == -9, f"step {point}: {killed.stderr.read().decode()}"
+        rerun = acct.run("fetch")
+        assert rerun.code == 0, f"step {point}: {rerun.err}"
+        delivered = message_ids(dovecot.server_messages(target))
+        assert delivered == message_ids(corpus), f"step {point}: lost or doubled mail"
+        assert acct.server_messages() == [], f"step {point}: mail left on the server"
+        assert acct.run("--json", "fetch").json["accounts"][0]["downloaded"] == 0
+
+
+def test_killed_after_acceptance_is_recorded_but_before_dele(make_account, dovecot,
+                                                           tmp_path):
+    """The window the brief names: every message accepted and recorded, none deleted."""
+    corpus = make_corpus(4)
+    for how in sorted(SETUPS):
+        acct, target = SETUPS[how](make_account, dovecot)
+        acct.server.seed(acct.user, corpus)
+        point = 8   # handing, delivered for 4 messages: killed right after the last record
+        killed = acct.popen("fetch", env={"MAILSYNC_CRASH_AT": str(point)})
+        killed.wait(timeout=120)
+        assert killed.returncode == -9
+        assert len(acct.server_messages()) == 4            # no DELE was sent
+        assert message_ids(dovecot.server_messages(target)) == message_ids(corpus)
+        rerun = acct.run("--json", "fetch")
+        assert rerun.json["accounts"][0]["downloaded"] == 0
+        assert rerun.json["accounts"][0]["deleted_remote"] == 4
+        assert message_ids(dovecot.server_messages(target)) == message_ids(corpus)
+
+
+def test_a_message_the_mda_refuses_stays_on_the_server(make_account, tmp_path):
+    corpus = make_corpus(3)
+    out = tmp_path / "delivered"
+    out.mkdir()
+    mda = tmp_path / "mda.sh"
+    mda.write_text("#!/bin/sh\nf=$(mktemp -p %s)\ncat > \"$f\"\n"
+                   "if grep -qF \"$(cat %s)\" \"$f\"; then rm \"$f\"; echo 'quota exceeded' >&2;"
+                   " exit 1; fi\n" % (out, tmp_path / "refuse"))
+    mda.chmod(0o755)
+    refused_id = _MSGID.search(corpus[1]).group(1).decode()
+    (tmp_path / "refuse").write_text(refused_id)
+    acct = make_account(deliver="mda", mda_command=str(mda))
+    acct.server.seed(acct.user, corpus)
+    result = acct.run("fetch")
+    assert result.code == 74, result.err
+    assert "account test: 1 message(s) refused by the MDA" in result.err
+    assert "quota exceeded" in result.err
+    assert acct.server_messages() == [corpus[1]] and len(list(out.iterdir())) == 2
+    (tmp_path / "refuse").write_text("no message has this line")
+    assert acct.run("fetch").code == 0
+    assert acct.server_messages() == [] and len(list(out.iterdir())) == 3
+
+
+def test_an_mda_saying_try_later_is_a_temporary_failure(make_account):
+    acct = make_account(deliver="mda", mda_command="cat >/dev/null; exit 75")
+    acct.server.seed(acct.user, make_corpus(2))
+    result = acct.run("fetch")
+    assert result.code == 75 and "exit status 75" in result.err
+    assert len(acct.server_messages()) == 2
+
+
+def test_an_mda_that_cannot_run_stops_at_once_and_deletes_nothing(make_account):
+    acct = make_account(deliver="mda", mda_command="/nonexistent/mda -d me")
+    acct.server.seed(acct.user, make_corpus(2))
+    result = acct.run("fetch")
+    assert result.code == 78 and "account test: mda_command cannot run" in result.err
+    assert len(acct.server_messages()) == 2
+    assert "may arrive twice" not in acct.run("fetch").err
+
+
+def test_an_unreachable_lmtp_server_is_temporary(make_account):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    acct = make_account(deliver="lmtp", lmtp_address=f"127.0.0.1:{port}",
+                        lmtp_recipient="me")
+    acct.server.seed(acct.user, make_corpus(2))
+    result = acct.run("fetch")
+    assert result.code == 75 and "cannot reach the LMTP server" in result.err
+    assert len(acct.server_messages()) == 2
+
+
+@pytest.mark.parametrize("keys,words", [
+    ({"protocol": "imap", "deliver": "mda", "mda_command": "x"}, "POP3 accounts only"),
+    ({"mda_command": "procmail"}, 'only applies with deliver = "mda"'),
+    ({"deliver": "mda"}, "needs mda_command"),
+    ({"deliver": "lmtp"}, "needs lmtp_address"),
+    ({"deliver": "lmtp", "lmtp_address": "nohost"}, "neither host:port nor a socket"),
+    ({"deliver": "smtp"}, "is not one of maildir, mda, lmtp"),
+    ({"report_after": "6 hours"}, "report_after must be a duration"),
+    ({"post_sync_command": 3}, "post_sync_command must be a shell command"),
+])
+def test_delivery_keys_are_checked_at_load(make_account, keys, words):
+    result = make_account(**keys).run("status")
+    assert result.code == 78 and words in result.err, result.err
