@@ -528,8 +528,10 @@ def _device_flow(account: Account, ep: Endpoints, secret: str | None, say: Say,
                  clock: Clock) -> dict:
     label = f"account {account.name}"
     if not ep.device:
-        raise ConfigError(f"{label}: no device authorization endpoint",
-                          "set oauth2_device_url, or sign in without --device")
+        raise ConfigError(f"{label}: no device authorization endpoint (Google, Yahoo and "
+                          "Fastmail offer none for mail)", "sign in without --device (on "
+                          "a machine without a browser: paste the address back), or set "
+                          "oauth2_device_url")
     form = {"client_id": account.oauth2_client_id, "scope": " ".join(ep.scopes)}
     if secret:
         form["client_secret"] = secret

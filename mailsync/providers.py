@@ -32,7 +32,7 @@ PRESETS: dict[str, Preset] = {
         imap_host="imap.gmail.com", pop3_host="pop.gmail.com",
         authorize_url="https://accounts.google.com/o/oauth2/v2/auth",
         token_url="https://oauth2.googleapis.com/token",
-        device_url="https://oauth2.googleapis.com/device/code",
+        device_url=None,     # Google's device flow does not allow the mail scope
         scopes=("https://mail.google.com/",)),
     "microsoft": Preset(
         imap_host="outlook.office365.com", pop3_host="outlook.office365.com",
