@@ -7,8 +7,10 @@ every failure into one line and the contract's exit status.
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import traceback
+from functools import update_wrapper
 from pathlib import Path
 
 import click
@@ -36,33 +38,101 @@ class Context:
         return cfg
 
 
-pass_ctx = click.make_pass_decorator(Context)
+class Settings:
+    """The global options as given so far: before the command, after it, or both
+    (`mailsync -q run` = `mailsync run -q`; -v counts add up, -c given twice: the last)."""
+
+    def __init__(self) -> None:
+        self.config_path: str | None = None
+        self.quiet = self.json = self.no_progress = False
+        self.verbose = 0
+        self.context: Context | None = None
+
+    def make_context(self) -> Context:
+        if self.context is None:
+            self.context = Context(self.config_path, self.quiet, self.verbose, self.json,
+                                   not self.no_progress)
+        return self.context
+
+    def close(self) -> None:
+        if self.context is not None:
+            self.context.ui.close()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-c", "--config", "config_path", metavar="PATH",
-              help="Config file (default: $MAILSYNC_CONFIG, else "
-                   "$XDG_CONFIG_HOME/mailsync/config.toml).")
-@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
-@click.option("-v", "--verbose", count=True,
-              help="More detail; -vv adds a protocol trace with secrets redacted.")
-@click.option("--json", "json_out", is_flag=True,
-              help="Print one JSON summary object on stdout when done.")
-@click.option("--no-progress", is_flag=True, help="Never draw progress bars.")
-@click.version_option(__version__, "--version", prog_name="mailsync")
-@click.pass_context
-def cli(ctx: click.Context, config_path: str | None, quiet: bool, verbose: int,
-        json_out: bool, no_progress: bool) -> None:
-    """Keep local Maildirs in step with POP3 and IMAP servers."""
-    ctx.obj = Context(config_path, quiet, verbose, json_out, not no_progress)
+def _setting(name: str):
+    def store(ctx: click.Context, param: click.Parameter, value):
+        settings = ctx.ensure_object(Settings)
+        if name == "verbose":
+            settings.verbose += value or 0
+        elif value:
+            setattr(settings, name, value)
+        return value
+    return store
+
+
+def _global_options(f):
+    """The global options, on the group and on every command (see MailsyncGroup)."""
+    decorators = [
+        click.option("-c", "--config", metavar="PATH", expose_value=False,
+                     callback=_setting("config_path"),
+                     help="Config file (default: $MAILSYNC_CONFIG, else "
+                          "$XDG_CONFIG_HOME/mailsync/config.toml)."),
+        click.option("-q", "--quiet", is_flag=True, expose_value=False,
+                     callback=_setting("quiet"), help="Print nothing but errors."),
+        click.option("-v", "--verbose", count=True, expose_value=False,
+                     callback=_setting("verbose"),
+                     help="More detail (a line per folder); -vv adds a protocol trace "
+                          "with secrets redacted."),
+        click.option("--json", is_flag=True, expose_value=False, callback=_setting("json"),
+                     help="Print one JSON summary object on stdout when done."),
+        click.option("--no-progress", is_flag=True, expose_value=False,
+                     callback=_setting("no_progress"), help="Never draw progress bars."),
+        click.version_option(__version__, "--version", prog_name="mailsync",
+                             help="Show the version and exit."),
+    ]
+    for decorator in reversed(decorators):
+        f = decorator(f)
+    return f
+
+
+def _global_params() -> list[click.Parameter]:
+    return _global_options(lambda: None).__click_params__[::-1]
+
+
+class MailsyncGroup(click.Group):
+    """Every command takes the global options too, after its name, and lists them in
+    its --help."""
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        cmd.params.extend(_global_params())
+        super().add_command(cmd, name)
+
+
+def pass_ctx(f):
+    """Hand the command the run's Context, made once every global option is known."""
+    @click.pass_context
+    def wrapper(click_ctx: click.Context, *args, **kwargs):
+        return f(click_ctx.ensure_object(Settings).make_context(), *args, **kwargs)
+    return update_wrapper(wrapper, f)
+
+
+@click.group(cls=MailsyncGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@_global_options
+def cli() -> None:
+    """Keep local Maildirs in step with POP3 and IMAP servers.
+
+    The global options may also follow the command: `mailsync run -q` is
+    `mailsync -q run`."""
 
 
 def _run(ctx: Context, names: tuple[str, ...], options) -> None:
     from mailsync import crashpoints
     from mailsync.engine import overall_exit_code, run_accounts
     accounts = ctx.config().select(names)
+    _warn_ignored_options(ctx, accounts, options)
     crashpoints.install_signal_handlers()
     results = run_accounts(accounts, options, ctx.ui)
+    _unmatched_folder_globs(results, options)
     code = overall_exit_code(results)
     if crashpoints.stop_requested():
         code = crashpoints.interrupted().exit_code
@@ -70,14 +140,60 @@ def _run(ctx: Context, names: tuple[str, ...], options) -> None:
     sys.exit(code)
 
 
+def _warn_ignored_options(ctx: Context, accounts: list, options) -> None:
+    """An option that does nothing for an account is said, not silently ignored."""
+    given = [name for name, value in (("--keep", options.keep), ("--limit", options.limit))
+             if value is not None and options.command == "fetch"]
+    for account in accounts:
+        if account.protocol != "pop3" and given:
+            ctx.ui.warn(f"account {account.name} is IMAP: {' and '.join(given)} apply to POP3 "
+                        "accounts only and are ignored for it")
+
+
+def _unmatched_folder_globs(results: list, options) -> None:
+    """A --folder GLOB that matched no folder of an account is an error there (exit 64,
+    a usage error: what was asked for cannot be done as written); the folders the
+    other globs matched have still been synced."""
+    if not options.folders:
+        return
+    from mailsync.errors import EX_USAGE
+    from mailsync.names import matches
+    for r in results:
+        if r.protocol == "pop3" or r.folders is None or (not r.ok and not r.folders):
+            continue
+        unmatched = [g for g in options.folders
+                     if not any(matches(f.name, [g]) for f in r.folders)]
+        if not unmatched:
+            continue
+        globs = ", ".join(repr(g) for g in unmatched)
+        message = (f"account {r.name}: --folder {globs} matches no folder it syncs "
+                   f"(folder names are case-sensitive; `mailsync folders {r.name}` "
+                   "lists them)")
+        r.error = f"{r.error}; {message}" if r.error else message
+        r.ok, r.exit_code = False, EX_USAGE
+
+
+_ALLOW_MASS_DELETE = click.option(
+    "--allow-mass-delete", is_flag=True,
+    help="IMAP: proceed even where a run would delete more than max_delete of a folder.")
+_ALLOW_MASS_COPY = click.option(
+    "--allow-mass-copy", is_flag=True,
+    help="IMAP: proceed with a first sync whose content pairing matched too little of "
+         "two full folders (it would copy most of each side to the other).")
+
+
 @cli.command()
 @click.argument("accounts", nargs=-1)
+@_ALLOW_MASS_DELETE
+@_ALLOW_MASS_COPY
 @pass_ctx
-def run(ctx: Context, accounts: tuple[str, ...]) -> None:
+def run(ctx: Context, accounts: tuple[str, ...], allow_mass_delete: bool,
+        allow_mass_copy: bool) -> None:
     """Each account's own job: POP3 accounts fetch, IMAP accounts sync (all accounts when
     none is named). This is what cron calls."""
     from mailsync.engine import RunOptions
-    _run(ctx, accounts, RunOptions(command="run"))
+    _run(ctx, accounts, RunOptions(command="run", allow_mass_delete=allow_mass_delete,
+                                   allow_mass_copy=allow_mass_copy))
 
 
 @cli.command()
@@ -87,14 +203,17 @@ def run(ctx: Context, accounts: tuple[str, ...]) -> None:
 @click.option("--limit", type=click.IntRange(min=0), metavar="N",
               help="POP3: download at most N messages.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
+@_ALLOW_MASS_DELETE
+@_ALLOW_MASS_COPY
 @pass_ctx
 def fetch(ctx: Context, accounts: tuple[str, ...], keep: bool | None, limit: int | None,
-          dry_run: bool) -> None:
+          dry_run: bool, allow_mass_delete: bool, allow_mass_copy: bool) -> None:
     """POP3: download new messages, then delete them on the server. IMAP: a one-way pull
     of new mail, as `sync --mode pull`."""
     from mailsync.engine import RunOptions
     _run(ctx, accounts, RunOptions(command="fetch", dry_run=dry_run, keep=keep, limit=limit,
-                                   mode="pull"))
+                                   mode="pull", allow_mass_delete=allow_mass_delete,
+                                   allow_mass_copy=allow_mass_copy))
 
 
 @cli.command()
@@ -104,11 +223,8 @@ def fetch(ctx: Context, accounts: tuple[str, ...], keep: bool | None, limit: int
 @click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
 @click.option("--mode", type=click.Choice(["sync", "pull", "push", "backup"]),
               help="Override the account's mode for this run.")
-@click.option("--allow-mass-delete", is_flag=True,
-              help="Proceed even where a run would delete more than max_delete of a folder.")
-@click.option("--allow-mass-copy", is_flag=True,
-              help="Proceed with a first sync whose content pairing matched too little "
-                   "of two full folders (it would copy most of each side to the other).")
+@_ALLOW_MASS_DELETE
+@_ALLOW_MASS_COPY
 @click.option("--full", is_flag=True,
               help="Upgrade every headers-only placeholder to the full message.")
 @pass_ctx
@@ -143,12 +259,19 @@ def status(ctx: Context, accounts: tuple[str, ...]) -> None:
 
 
 @cli.command()
-@click.argument("account")
+@click.argument("account", required=False)
 @pass_ctx
-def folders(ctx: Context, account: str) -> None:
-    """Server folders with message counts and the local folder each maps to."""
+def folders(ctx: Context, account: str | None) -> None:
+    """Server folders with message counts and the local folder each maps to (ACCOUNT may
+    be left out when the config has one account)."""
+    from mailsync.errors import UsageError
     from mailsync.inspect import show_folders
-    sys.exit(show_folders(ctx.config().select([account])[0], ctx.ui))
+    config = ctx.config()
+    if account is None and len(config.accounts) != 1:
+        raise UsageError("folders needs an ACCOUNT: the config has "
+                         f"{len(config.accounts)} accounts",
+                         "name one of: " + ", ".join(config.accounts))
+    sys.exit(show_folders(config.select([account] if account else [])[0], ctx.ui))
 
 
 @cli.command()
@@ -160,7 +283,10 @@ def init(ctx: Context, path: str | None) -> None:
     from mailsync.example import write_example
     target = Path(path).expanduser() if path else (ctx.config_path or default_config_path())
     write_example(target)
-    ctx.ui.lines([f"wrote {target}; edit it, then run `mailsync check`"])
+    default = ctx.config_path is None and os.path.abspath(target) == os.path.abspath(
+        default_config_path())
+    check = "mailsync check" if default else f"mailsync -c {shlex.quote(str(target))} check"
+    ctx.ui.lines([f"wrote {target}; edit it, then run `{check}`"])
 
 
 @cli.command()
@@ -216,10 +342,9 @@ def password(ctx: Context, account: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: every failure becomes one line and the contract's exit code."""
-    verbose = sum(a.count("v") for a in (argv or sys.argv[1:])
-                  if a.startswith("-v") or a == "--verbose")
+    settings = Settings()
     try:
-        cli.main(args=argv, prog_name="mailsync", standalone_mode=False)
+        cli.main(args=argv, prog_name="mailsync", standalone_mode=False, obj=settings)
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 0
@@ -249,9 +374,11 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # a bug: one line, the traceback only with -vv
         click.echo(f"mailsync: internal error: {type(exc).__name__}: {exc} "
                    "(rerun with -vv and report it)", err=True)
-        if verbose >= 2:
+        if settings.verbose >= 2:
             traceback.print_exc()
         code = EX_SOFTWARE
+    finally:
+        settings.close()   # a progress view still drawn is stopped, the cursor shown
     sys.stdout.flush()
     sys.exit(code)
 

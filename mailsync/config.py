@@ -255,7 +255,24 @@ def load_config(path: Path | None = None) -> Config:
         raw = _table(raw, section, src)
         _check_keys(raw, section, src)
         accounts[name] = _build_account(name, {**defaults, **raw}, section, src)
-    return Config(path, accounts, tuple(_permission_warnings(path, data)))
+    warnings = _permission_warnings(path, data)
+    for name, raw in accounts_data.items():
+        warnings += _protocol_warnings(accounts[name], raw, src)
+    return Config(path, accounts, tuple(warnings))
+
+
+POP3_ONLY = ("keep", "keep_days", "limit")
+IMAP_ONLY = ("mode", "folders", "exclude", "layout", "max_delete", "connections")
+
+
+def _protocol_warnings(account: Account, raw: dict, src: "_Source") -> list[str]:
+    """A key set in an account's own table that its protocol ignores (in [defaults] it
+    may be meant for the other accounts)."""
+    other = IMAP_ONLY if account.protocol == "pop3" else POP3_ONLY
+    return [f"{src.where(f'accounts.{account.name}', key)}: {key} applies to "
+            f"{'IMAP' if account.protocol == 'pop3' else 'POP3'} accounts only; "
+            f"account {account.name} is {account.protocol.upper()} and ignores it"
+            for key in other if key in raw]
 
 
 def _read_text(path: Path) -> str:
@@ -276,10 +293,18 @@ def _table(value: Any, section: str, src: _Source) -> dict:
     return value
 
 
+def _close_keys(key: str) -> list[str]:
+    """Known keys the unknown one is probably a typo of: a close spelling (hots, hostname,
+    pasword, max_delet), else one it starts like (password_cmd)."""
+    import difflib
+    close = difflib.get_close_matches(key.lower(), KEYS, n=1, cutoff=0.6)
+    return close or [k for k in KEYS if len(key) >= 4 and k.startswith(key[:4])]
+
+
 def _check_keys(raw: dict, section: str, src: _Source) -> None:
     for key, value in raw.items():
         if key not in KEYS:
-            close = [k for k in KEYS if k.startswith(key[:4])]
+            close = _close_keys(key)
             hint = f"did you mean {close[0]!r}?" if close else "remove it (see `man mailsync`)"
             raise ConfigError(f"{src.where(section, key)}: unknown key {key!r} in [{section}]",
                               hint)

@@ -10,7 +10,6 @@ from mailsync.errors import MailsyncError
 from mailsync.state import read_only_copy
 from mailsync.ui import Ui
 
-SHOWN_FOLDERS = 8          # check names at most this many folders, then "(+N more)"
 
 
 def _connect(account: Account, ui: Ui) -> imap.ImapSession:
@@ -38,18 +37,10 @@ def check_imap(account: Account, ui: Ui) -> dict:
     except BaseException:
         session.abort()
         raise
-    shown = ", ".join(f.name for f in selectable[:SHOWN_FOLDERS])
-    more = len(selectable) - SHOWN_FOLDERS
-    info = {
-        "server": f"{account.host}:{account.port}",
-        "tls": f"{account.tls} ({tls}, certificate verified)" if tls else "none",
-        "user": account.user,
-        "capabilities": " ".join(sorted(session.capabilities)) or "none listed",
-        "folders": f"{len(selectable)} ({shown}" + (f", +{more} more)" if more > 0 else ")"),
-    }
-    if inbox_count is not None:
-        info["messages"] = f"{inbox_count} in INBOX"
-    return info
+    return {"host": account.host, "port": account.port, "tls": account.tls,
+            "tls_version": tls, "certificate_verified": bool(tls), "user": account.user,
+            "capabilities": sorted(session.capabilities),
+            "folders": [f.name for f in selectable], "inbox_messages": inbox_count}
 
 
 def _known_folders(account: Account) -> dict[str, str]:
@@ -85,17 +76,17 @@ def show_imap_folders(account: Account, ui: Ui) -> int:
         by_server = {p.server.raw: p for p in pairings if p.server is not None}
         reasons = {s.name: s.reason for s in skipped}
         for f in listed:
-            count, note = "-", ""
-            local_path = "-"
+            count, note = None, ""
+            local_path = None
             if not f.name_ok:
                 note = "skipped: the name is not valid modified UTF-7"
             elif not f.selectable:
                 note = "not selectable (holds only folders)"
             else:
                 try:
-                    count = str(session.status(f).exists)
+                    count = session.status(f).exists
                 except imap.CommandRefused as exc:
-                    count, note = "?", f"STATUS refused: {exc.message}"
+                    note = f"STATUS refused: {exc.message}"
                 pairing = by_server.get(f.raw)
                 if pairing is not None:
                     local_path = str(_local_path(account, pairing.relpath))
@@ -110,17 +101,20 @@ def show_imap_folders(account: Account, ui: Ui) -> int:
             rows.append([f.name, count, local_path, note])
         for p in pairings:
             if p.server is None:
-                rows.append([p.name, "-", str(_local_path(account, p.relpath)),
+                rows.append([p.name, None, str(_local_path(account, p.relpath)),
                              "local only: the next sync creates it on the server"])
         for s in skipped:
             if not any(row[0] == s.name for row in rows):
-                rows.append([s.name, "-", "-", f"skipped: {s.reason}"])
+                rows.append([s.name, None, None, f"skipped: {s.reason}"])
         session.logout()
     except BaseException:
         session.abort()
         raise
-    ui.table(f"{account.name} folders", ["server folder", "messages", "local folder",
-                                         "note"], rows)
+    columns = ["server folder", "messages", "local folder", "note"]
+    data = {"account": account.name, "protocol": "imap", "folders": [
+        dict(zip(("server_folder", "messages", "local_folder", "note"), row)) for row in rows]}
+    ui.table(f"{account.name} folders", columns, rows, data,
+             {"messages": "number", "local folder": "path"})
     return 0
 
 
@@ -128,9 +122,9 @@ def _local_path(account: Account, relpath: str):
     return account.maildir / relpath if relpath else account.maildir
 
 
-def _mapped(account: Account, name: str, delimiter: str | None) -> str:
+def _mapped(account: Account, name: str, delimiter: str | None) -> str | None:
     try:
         parts = names.canonical_parts(names.server_to_components(name, delimiter))
         return str(_local_path(account, names.local_relpath(parts, account.layout)))
     except (ValueError, MailsyncError):
-        return "-"
+        return None

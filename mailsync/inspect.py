@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from datetime import datetime, timezone
 
 from mailsync import pop3
 from mailsync.config import Account, resolve_secret
 from mailsync.errors import MailsyncError
+from mailsync.model import COUNTS
 from mailsync.state import read_only_copy
 from mailsync.ui import Ui, human_bytes
 
@@ -21,16 +23,38 @@ def check_accounts(accounts: list[Account], ui: Ui) -> int:
             info = _check_one(account, ui)
             report.append({"name": account.name, "ok": True, **info})
             if not ui.options.json:   # --json: the one object below is all of stdout
-                ui.lines([f"{account.name}: ok: "
-                          + "; ".join(f"{k}: {v}" for k, v in info.items())])
+                ui.lines([f"{account.name}: ok: " + check_text(info)])
         except MailsyncError as exc:
             codes.append(exc.exit_code)
-            report.append({"name": account.name, "ok": False, "error": str(exc)})
+            report.append({"name": account.name, "ok": False, "exit_code": exc.exit_code,
+                           "error": exc.message, "hint": exc.hint or None})
             ui.error(str(exc))
     code = 0 if not codes else (codes[0] if len(codes) == len(accounts) else 1)
     if ui.options.json:
         print(json.dumps({"exit_code": code, "accounts": report}, ensure_ascii=False))
     return code
+
+
+def check_text(info: dict) -> str:
+    """What check found, in words: the fields --json gives."""
+    tls = (f"{info['tls']} ({info['tls_version']}, certificate verified)"
+           if info.get("tls_version") else "none")
+    parts = [f"server: {info['host']}:{info['port']}", f"tls: {tls}", f"user: {info['user']}",
+             "capabilities: " + (" ".join(info["capabilities"]) or "none listed")]
+    if "folders" in info:
+        names = info["folders"]
+        shown = ", ".join(names[:SHOWN_FOLDERS])
+        more = len(names) - SHOWN_FOLDERS
+        parts.append(f"folders: {len(names)} ({shown}" + (f", +{more} more)" if more > 0
+                                                            else ")"))
+    if info.get("inbox_messages") is not None:
+        parts.append(f"messages: {info['inbox_messages']} in INBOX")
+    if "messages" in info:
+        parts.append(f"messages: {info['messages']} ({human_bytes(info['bytes'])})")
+    return "; ".join(parts)
+
+
+SHOWN_FOLDERS = 8          # check names at most this many folders, then "(+N more)"
 
 
 def _check_one(account: Account, ui: Ui) -> dict:
@@ -46,71 +70,121 @@ def _check_one(account: Account, ui: Ui) -> dict:
     except BaseException:
         session.abort()
         raise
-    return {
-        "server": f"{account.host}:{account.port}",
-        "tls": f"{account.tls} ({tls}, certificate verified)" if tls else "none",
-        "user": account.user,
-        "capabilities": " ".join(sorted(caps)) or "none listed",
-        "messages": f"{count} ({human_bytes(size)})",
-    }
+    return {"host": account.host, "port": account.port, "tls": account.tls,
+            "tls_version": tls, "certificate_verified": bool(tls), "user": account.user,
+            "capabilities": sorted(caps), "messages": count, "bytes": size}
+
+
+STATUS_COLUMNS = ["account", "protocol", "last run", "result", "downloaded",
+                  "known messages"]
+STATUS_KINDS = {"last run": "date", "downloaded": "number", "known messages": "number"}
 
 
 def show_status(accounts: list[Account], ui: Ui) -> int:
     """One row per account; for IMAP also one row per folder the state knows (a "folder"
-    column appears when an IMAP account is shown, so POP3-only output is unchanged)."""
+    column appears when an IMAP account is shown, so POP3-only output is unchanged).
+    --json: per account its fields, the last run's and its folders'."""
     imap_shown = any(a.protocol != "pop3" for a in accounts)
-    rows = []
+    rows, data = [], []
     for account in accounts:
         last = _last_run(account)
+        known = _stored_count(account)
+        item = {"name": account.name, "protocol": account.protocol, "last_run": None,
+                "known_messages": known}
         folder_col = ["-" if account.protocol == "pop3" else "*"] if imap_shown else []
         if last is None:
-            rows.append([account.name, *folder_col, account.protocol, "never", "-", "-", "-"])
-            rows += _folder_rows(account, None)
-            continue
-        s = last["summary"]
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(last["finished"]))
-        result = "ok" if last["exit_code"] == 0 else f"exit {last['exit_code']}: {last['error']}"
-        result = _with_failing_since(account, result)
-        rows.append([account.name, *folder_col, account.protocol, when, result,
-                     str(s.get("downloaded", 0)), str(_stored_count(account))])
-        rows += _folder_rows(account, last, when)
-    columns = ["account", "protocol", "last run", "result", "downloaded", "known messages"]
+            rows.append([account.name, *folder_col, account.protocol, "never", "-", None,
+                         None])
+            folder_rows, folder_data = _folder_rows(account, None)
+        else:
+            s = last["summary"]
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(last["finished"]))
+            downloaded = _downloaded(account, last)
+            result = "ok" if last["exit_code"] == 0 else \
+                f"exit {last['exit_code']}: {last['error']}"
+            result = _with_failing_since(account, result)
+            rows.append([account.name, *folder_col, account.protocol, when, result,
+                         downloaded, known])
+            item["last_run"] = {
+                "command": last["command"], "started": _iso(last["started"]),
+                "finished": _iso(last["finished"]), "exit_code": last["exit_code"],
+                "error": last["error"], "downloaded": downloaded,
+                **{k: s.get(k, 0) for k in COUNTS if k != "downloaded"}}
+            folder_rows, folder_data = _folder_rows(account, last, when)
+        rows += folder_rows
+        if account.protocol != "pop3":
+            item["folders"] = folder_data
+        data.append(item)
+    columns = list(STATUS_COLUMNS)
     if imap_shown:
         columns.insert(1, "folder")
-    ui.table("mailsync status", columns, rows)
+    ui.table("mailsync status", columns, rows, {"accounts": data}, STATUS_KINDS)
     return 0
 
 
-def _folder_rows(account: Account, last: dict | None, when: str = "-") -> list[list[str]]:
-    """IMAP: each folder the state knows, with its result in the last run (if it was in
-    it) and the messages known on both sides."""
-    if account.protocol == "pop3":
-        return []
+def _iso(when: float | None) -> str | None:
+    if when is None:
+        return None
+    return datetime.fromtimestamp(when, timezone.utc).astimezone().isoformat(
+        timespec="seconds")
+
+
+def _downloaded(account: Account, last: dict) -> int:
+    """What the last run stored: its summary's count, or for a POP3 run that ended
+    early (interrupted, a cut link) the messages the state recorded during it."""
+    counted = int(last["summary"].get("downloaded", 0) or 0)
+    if account.protocol != "pop3" or last["exit_code"] == 0 or last["started"] is None:
+        return counted
     db = _open_readonly(account)
     if db is None:
-        return []
+        return counted
+    try:
+        stored = db.execute("SELECT count(*) FROM pop_seen WHERE downloaded_at >= ? AND "
+                            "downloaded_at <= ?", (last["started"], last["finished"])
+                            ).fetchone()[0]
+    except sqlite3.Error:
+        return counted
+    finally:
+        db.close()
+    return max(counted, stored)
+
+
+def _folder_rows(account: Account, last: dict | None, when: str = "-"
+                 ) -> tuple[list[list], list[dict]]:
+    """IMAP: each folder the state knows, with its result in the last run (if it was in
+    it) and the messages known on both sides: table rows, and the same as fields."""
+    if account.protocol == "pop3":
+        return [], []
+    db = _open_readonly(account)
+    if db is None:
+        return [], []
     try:
         known = db.execute(
             "SELECT f.name, (SELECT count(*) FROM pairs p WHERE p.folder = f.name AND "
             "p.uid IS NOT NULL AND p.key IS NOT NULL) FROM imap_folders f ORDER BY f.name"
         ).fetchall()
     except sqlite3.Error:
-        return []
+        return [], []
     finally:
         db.close()
     in_run = {f.get("name"): f for f in ((last or {}).get("summary", {}).get("folders") or [])}
     # A folder that failed on its very first run is in the run's summary only.
     known += [(name, 0) for name in in_run if name not in {n for n, _ in known}]
-    rows = []
+    rows, data = [], []
     for name, count in known:
         f = in_run.get(name)
+        item = {"name": name, "known_messages": count, "in_last_run": f is not None}
+        data.append(item)
         if f is None:
-            rows.append([account.name, name, account.protocol, "-", "-", "-", str(count)])
+            rows.append([account.name, name, account.protocol, "-", "-", None, count])
             continue
-        result = "ok" if f.get("ok", True) else f"exit {f.get('exit_code')}: {f.get('error')}"
+        ok = f.get("ok", True)
+        item.update(exit_code=f.get("exit_code", 0), error=f.get("error"),
+                    **{k: f.get(k, 0) for k in COUNTS})
+        result = "ok" if ok else f"exit {f.get('exit_code')}: {f.get('error')}"
         rows.append([account.name, name, account.protocol, when, result,
-                     str(f.get("downloaded", 0)), str(count)])
-    return rows
+                     f.get("downloaded", 0), count])
+    return rows, data
 
 
 def _open_readonly(account: Account) -> sqlite3.Connection | None:
@@ -128,8 +202,8 @@ def _last_run(account: Account) -> dict | None:
     if db is None:
         return None
     try:
-        row = db.execute("SELECT finished, exit_code, error, summary FROM runs "
-                         "ORDER BY id DESC LIMIT 1").fetchone()
+        row = db.execute("SELECT finished, exit_code, error, summary, started, command "
+                         "FROM runs ORDER BY id DESC LIMIT 1").fetchone()
     except sqlite3.Error:
         return None
     finally:
@@ -137,7 +211,7 @@ def _last_run(account: Account) -> dict | None:
     if row is None:
         return None
     return {"finished": row[0], "exit_code": row[1], "error": row[2],
-            "summary": json.loads(row[3])}
+            "summary": json.loads(row[3]), "started": row[4], "command": row[5]}
 
 
 def _with_failing_since(account: Account, result: str) -> str:
@@ -183,6 +257,11 @@ def show_folders(account: Account, ui: Ui) -> int:
     except BaseException:
         session.abort()
         raise
+    local = str(account.maildir)
     ui.table(f"{account.name} folders", ["server folder", "messages", "size", "local folder"],
-             [["INBOX", str(count), human_bytes(size), str(account.maildir)]])
+             [["INBOX", count, human_bytes(size), local]],
+             {"account": account.name, "protocol": "pop3", "folders": [
+                 {"server_folder": "INBOX", "messages": count, "bytes": size,
+                  "local_folder": local, "note": ""}]},
+             {"messages": "number", "size": "number", "local folder": "path"})
     return 0

@@ -224,7 +224,10 @@ def readable_error(text: str) -> list[str]:
     if len(text) <= 100 or "; " not in text:
         return [text]
     head, *rest = text.split("; ")
-    return [head + (";" if rest else "")] + [r for r in rest]
+    what, refused, reason = head.partition(": refused: ")
+    if refused:                    # "... folder X: refused:", then each reason
+        return [what + ": refused:", reason] + rest
+    return [head + ";"] + rest
 
 
 _PLAN_KINDS = (   # (verb a plan line starts with, after "FOLDER: " for IMAP; its total)

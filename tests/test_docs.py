@@ -106,9 +106,10 @@ def long_options(option: click.Option) -> list[str]:
 
 COMMANDS = sorted(cli.commands)
 GROUP_OPTIONS = [(o, opt) for opt in params(cli) for o in long_options(opt)]
+GLOBAL_NAMES = {o for o, _ in GROUP_OPTIONS}   # every command takes these too
 COMMAND_OPTIONS = [(name, o, opt) for name in COMMANDS
                    for opt in params(cli.commands[name], click.Context(cli))
-                   for o in long_options(opt) if o != "--help"]
+                   for o in long_options(opt) if o != "--help" and o not in GLOBAL_NAMES]
 
 
 def test_the_cli_has_the_contract_commands():
@@ -175,6 +176,14 @@ def test_group_option_in_man_page(option, param, man_sections):
 @pytest.mark.parametrize("option,param", GROUP_OPTIONS, ids=[o for o, _ in GROUP_OPTIONS])
 def test_group_option_in_readme(option, param, readme):
     assert mentions(readme, option), f"README.md does not mention {option}"
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_every_command_takes_and_lists_the_global_options(name):
+    from click.testing import CliRunner
+    shown = CliRunner().invoke(cli, [name, "--help"]).output
+    for option, _ in GROUP_OPTIONS:
+        assert mentions(shown, option), f"`mailsync {name} --help` does not list {option}"
 
 
 def test_every_command_accepts_help_and_the_man_page_says_so(man_sections):

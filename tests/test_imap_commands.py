@@ -75,8 +75,10 @@ def test_check_as_json(imap_account):
     result = s.acct.run("--json", "check")
     assert result.code == 0
     account, = result.json["accounts"]
-    assert account["ok"] and account["folders"].startswith("4 (")
-    assert "certificate verified" in account["tls"]
+    assert account["ok"] and len(account["folders"]) == 4 and "Work" in account["folders"]
+    assert account["certificate_verified"] is True and account["tls"] == "implicit"
+    assert account["tls_version"].startswith("TLS") and account["port"] == s.acct.server.imaps_port
+    assert account["inbox_messages"] == 5 and "IMAP4REV1" in account["capabilities"]
 
 
 def test_check_reports_a_wrong_password(imap_account):
@@ -135,8 +137,9 @@ def test_folders_as_json(imap_account):
     result = s.acct.run("--json", "folders", "test")
     assert result.code == 0, result.err
     data = result.json
-    assert data["columns"][:3] == ["server folder", "messages", "local folder"]
-    assert ["Work", "3"] == data["rows"][[r[0] for r in data["rows"]].index("Work")][:2]
+    rows = {f["server_folder"]: f for f in data["folders"]}
+    assert data["account"] == "test" and rows["Work"]["messages"] == 3
+    assert rows["Work"]["local_folder"] == str(s.acct.maildir / ".Work")
 
 
 # status --------------------------------------------------------------------------------
@@ -160,9 +163,9 @@ def test_status_shows_per_folder_known_counts_and_results(imap_account):
     assert result.code == 0, result.err
     rows = {(r[0], r[1]): r for r in table(result.out)[1:]}
     account = rows[("test", "*")]
-    assert account[2] == "imap" and account[4].startswith("exit 1") and account[6] == "10"
+    assert account[2] == "imap" and "exit 1: " in account[4] and account[6] == "10"
     assert rows[("test", "INBOX")][4:] == ["ok", "0", "4"]
-    assert rows[("test", "Work")][4].startswith("exit 1: ")
+    assert "exit 1: " in rows[("test", "Work")][4]
     assert "--allow-mass-delete" in rows[("test", "Work")][4]
     assert rows[("test", "Work")][6] == "3"
     assert rows[("test", "Entwürfe")][6] == "2" and rows[("test", "Projects/2026")][6] == "1"
@@ -173,8 +176,9 @@ def test_status_json_for_imap(imap_account):
     s = seeded(imap_account)
     assert s.sync().code == 0
     result = s.acct.run("--json", "status")
-    data = result.json
-    assert "folder" in data["columns"]
-    folders = {r[1]: r for r in data["rows"] if r[1] != "*"}
+    account, = result.json["accounts"]
+    assert account["name"] == "test" and account["known_messages"] == 11
+    assert account["last_run"]["exit_code"] == 0 and account["last_run"]["downloaded"] == 11
+    folders = {f["name"]: f for f in account["folders"]}
     assert set(folders) == {"INBOX", "Work", "Entwürfe", "Projects/2026"}
-    assert folders["INBOX"][-1] == "5" and folders["INBOX"][5] == "5"
+    assert folders["INBOX"]["known_messages"] == 5 and folders["INBOX"]["downloaded"] == 5
