@@ -30,8 +30,11 @@ TOKEN_FILE = "oauth2-token.json"
 LOCK_FILE = "oauth2.lock"
 
 
-def usable_keyring() -> Any | None:
-    """The keyring backend when the extra is installed and a real backend is found."""
+def usable_keyring(chosen: bool = True) -> Any | None:
+    """The keyring backend when the extra is installed and a real backend is found.
+    With chosen=False (token_store = "auto") a backend keyring itself ranks as a last
+    resort (priority under 1: keyrings.alt's plain-text file) is taken only when the
+    user named it (PYTHON_KEYRING_BACKEND or a keyringrc); else the 0600 file wins."""
     try:
         import keyring
         from keyring.backends import fail
@@ -45,7 +48,26 @@ def usable_keyring() -> Any | None:
         return None
     if getattr(backend, "backends", None) == []:     # a chainer with nothing behind it
         return None
+    if not chosen and _priority(backend) < 1 and not _named_by_user():
+        return None
     return backend
+
+
+def _priority(backend: Any) -> float:
+    try:
+        return float(backend.priority)
+    except Exception:
+        return 0.0
+
+
+def _named_by_user() -> bool:
+    if os.environ.get("PYTHON_KEYRING_BACKEND"):
+        return True
+    try:
+        from keyring.core import load_config
+        return load_config() is not None
+    except Exception:
+        return False
 
 
 def backend_name(backend: Any) -> str:
@@ -67,7 +89,7 @@ class TokenStore:
         self.path = account.state_dir / TOKEN_FILE
         self.keyring = None
         if account.token_store != "file":
-            self.keyring = usable_keyring()
+            self.keyring = usable_keyring(chosen=account.token_store == "keyring")
             if self.keyring is None and account.token_store == "keyring":
                 raise ConfigError(f"account {account.name}: token_store = \"keyring\" but no "
                                   "keyring is usable",

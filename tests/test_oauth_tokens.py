@@ -232,3 +232,41 @@ def test_the_loopback_listener_never_logs_the_code(capsys):
     assert catcher.query["code"] == ["SECRET-CODE"]
     captured = capsys.readouterr()
     assert "SECRET-CODE" not in captured.out + captured.err
+
+
+# Where the sign-in is kept ----------------------------------------------------------------
+
+@pytest.fixture
+def fresh_keyring(monkeypatch, tmp_path):
+    """keyring picks its backend again, with no keyringrc and a private data dir."""
+    import keyring.core
+    monkeypatch.setattr(keyring.core, "_keyring_backend", None)
+    monkeypatch.delenv("PYTHON_KEYRING_BACKEND", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    yield monkeypatch
+    monkeypatch.setattr(keyring.core, "_keyring_backend", None)
+
+
+def test_auto_never_takes_a_last_resort_keyring_nobody_chose(tmp_path, fresh_keyring):
+    # keyrings.alt (installed for the tests) ranks its plain-text file as a last resort:
+    # "auto" prefers the 0600 file in the state directory to it.
+    acct = account(tmp_path, oauth2_authorize_url="https://a.example/a",
+                   oauth2_token_url="https://a.example/t", oauth2_scopes=["s"],
+                   token_store="auto")
+    store = TokenStore(acct)
+    assert store.keyring is None and "oauth2-token.json (mode 0600)" in store.where()
+    store.save({"refresh_token": "r"})
+    assert stat.S_IMODE((acct.state_dir / "oauth2-token.json").stat().st_mode) == 0o600
+
+
+def test_auto_takes_a_keyring_the_user_named_and_reads_it_back(tmp_path, fresh_keyring):
+    fresh_keyring.setenv("PYTHON_KEYRING_BACKEND", "keyrings.alt.file.PlaintextKeyring")
+    acct = account(tmp_path, oauth2_authorize_url="https://a.example/a",
+                   oauth2_token_url="https://a.example/t", oauth2_scopes=["s"],
+                   token_store="auto")
+    store = TokenStore(acct)
+    assert store.keyring is not None and "system keyring" in store.where()
+    store.save({"refresh_token": "r-in-keyring"})
+    assert not (acct.state_dir / "oauth2-token.json").exists()
+    assert TokenStore(acct).load() == {"refresh_token": "r-in-keyring"}
