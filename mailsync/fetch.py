@@ -321,7 +321,7 @@ def _deliver_batch(session: pop3.Pop3Session, batch: list[ServerMessage],
         data = b"".join(sinks.pop(number).parts)
         uid = msg.uid or "sha256:" + hashlib.sha256(data).hexdigest()
         result.bytes_downloaded += size
-        reporter.transferred(msg.size)
+        reporter.transferred(msg.size, size)   # as counted in the summary
         if uid in known_hashes:   # without UIDL: this content was delivered already
             delivered.append(msg)
             return
