@@ -356,6 +356,8 @@ def _token_request(account: Account, url: str, form: dict, clock: Clock,
                         known or "check oauth2_client_id and oauth2_client_secret_command")
     if refreshing or data.get("error") == "invalid_grant":
         what = known or "the sign-in has expired or was withdrawn"
+        if account.provider == "gmail" and not known:
+            what += " (an app left in \"Testing\" loses it after 7 days: publish it)"
         raise AuthError(f"{label}: {what} ({words})", _login_hint(account))
     raise AuthError(f"{label}: the provider refused the token request: {words}",
                     known or _login_hint(account))

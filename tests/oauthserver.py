@@ -84,6 +84,9 @@ class OAuthServer:
         self.requests: list[tuple[str, str, dict]] = []
         self.ever: list[str] = []                   # every token ever issued
         self.deny_next = False
+        # What a refused refresh says (Microsoft's words by default; Google says
+        # "Token has been expired or revoked.").
+        self.refresh_refusal = "AADSTS70000: The refresh token was revoked"
         self.offset = 0.0
         self.lock = threading.RLock()
         self._httpd: ThreadingHTTPServer | None = None
@@ -379,8 +382,7 @@ class _Handler(BaseHTTPRequestHandler):
                 rt = form.get("refresh_token", "")
                 grant = srv.grants.get(rt)
                 if grant is None or grant.revoked or grant.client_id != cid:
-                    self._error("invalid_grant", description="AADSTS70000: The refresh "
-                                "token was revoked")
+                    self._error("invalid_grant", description=srv.refresh_refusal)
                     return
                 self._json(200, srv._issue(grant.user, cid, grant.scope, rt, True))
             elif grant_type == DEVICE_GRANT:

@@ -270,3 +270,15 @@ def test_auto_takes_a_keyring_the_user_named_and_reads_it_back(tmp_path, fresh_k
     store.save({"refresh_token": "r-in-keyring"})
     assert not (acct.state_dir / "oauth2-token.json").exists()
     assert TokenStore(acct).load() == {"refresh_token": "r-in-keyring"}
+
+
+def test_gmail_refusal_mentions_the_seven_day_testing_limit(tmp_path, server):
+    server.refresh_refusal = "Token has been expired or revoked."
+    acct = with_server(tmp_path, server, provider="gmail")
+    signed_in(acct, server, 0.0)
+    server.revoke()
+    with pytest.raises(AuthError) as refused:
+        oauth.access_token(acct, clock=lambda: 100.0)
+    text = str(refused.value)
+    assert "Testing" in text and "7 days" in text and "Token has been expired" in text
+    assert text.endswith("(run `mailsync login acct`)") and "\n" not in text
