@@ -496,6 +496,11 @@ def _check_local_paths(raw: dict, maildir: Path | None, section: str, src: _Sour
     if raw.get("password") == "":
         raise ConfigError(f"{src.where(section, 'password')}: password is empty",
                           "set the password, or use password_command or password_env")
+    env = raw.get("password_env")
+    if env and os.environ.get(env) == "":   # unset is found when a command needs it
+        raise ConfigError(f"{src.where(section, 'password_env')}: password_env names "
+                          f"${env}, which is empty", "export the password in it, or unset "
+                          "it and use another password source")
 
 
 def _permission_warnings(path: Path, data: dict) -> list[str]:

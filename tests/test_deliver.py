@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import threading
 from collections import Counter
 
 import pytest
@@ -188,3 +189,76 @@ def test_an_unreachable_lmtp_server_is_temporary(make_account):
 def test_delivery_keys_are_checked_at_load(make_account, keys, words):
     result = make_account(**keys).run("status")
     assert result.code == 78 and words in result.err, result.err
+
+
+class UnixForwarder:
+    """127.0.0.1:port forwarded to a unix socket: the fixture's LMTP reached as host:port.
+    Its threads end when the connections close; __exit__ closes and joins them."""
+
+    def __init__(self, path) -> None:
+        self.path = str(path)
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen()
+        self.port = self.listener.getsockname()[1]
+        self.threads: list[threading.Thread] = []
+        self.sockets: list[socket.socket] = []
+
+    def __enter__(self) -> "UnixForwarder":
+        self._start(self._accept)
+        return self
+
+    def _start(self, target, *args) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        self.threads.append(thread)
+        thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX)
+            upstream.connect(self.path)
+            self.sockets += [client, upstream]
+            self._start(self._pump, client, upstream)
+            self._start(self._pump, upstream, client)
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)   # wakes the accept() (close does not)
+        except OSError:
+            pass
+        self.listener.close()
+        for sock in self.sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+        for thread in self.threads:
+            thread.join(timeout=10)
+
+
+def test_lmtp_to_a_host_and_port(make_account, dovecot):
+    _need("Dovecot's lmtp", dovecot.lmtp_socket)
+    corpus = make_corpus(5)
+    target = dovecot.new_user()
+    with UnixForwarder(dovecot.lmtp_socket) as forward:
+        acct = make_account(deliver="lmtp", lmtp_address=f"127.0.0.1:{forward.port}",
+                            lmtp_recipient=target)
+        acct.server.seed(acct.user, corpus)
+        result = acct.run("fetch")
+    assert result.code == 0, result.err
+    assert message_ids(dovecot.server_messages(target)) == message_ids(corpus)
+    assert acct.server_messages() == []

@@ -80,11 +80,17 @@ def test_a_maildir_that_is_a_file_is_refused_at_load(make_account, tmp_path):
         assert len(acct.server_messages()) == 1
 
 
-def test_an_empty_password_variable_is_refused_before_connecting(make_account):
+def test_an_empty_password_variable_is_refused_at_load(make_account):
     acct = make_account(password=None, password_env="MS_TEST_PW")
-    result = acct.run("run", env={"MS_TEST_PW": ""}, timeout=GUARD)
-    assert result.code == 78
-    assert "account test:" in result.err and "$MS_TEST_PW, which is empty" in result.err
+    for command in ("run", "status"):
+        result = acct.run(command, env={"MS_TEST_PW": ""}, timeout=GUARD)
+        assert result.code == 78
+        assert "config.toml:" in result.err and "$MS_TEST_PW, which is empty" in result.err
+    # Unset, it is needed only by what connects: status works, run says what to do.
+    assert acct.run("status", timeout=GUARD).code == 0
+    unset = acct.run("run", timeout=GUARD)
+    assert unset.code == 78 and "account test: password_env names $MS_TEST_PW, which is " \
+        "not set" in unset.err
 
 
 def test_an_empty_password_in_the_file_is_refused_at_load(make_account):

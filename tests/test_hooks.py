@@ -112,3 +112,16 @@ def test_hooks_run_in_order_around_the_run_and_not_on_a_dry_run(make_account, tm
     assert not log.exists()
     assert acct.run("fetch").code == 0
     assert log.read_text().split("\n") == ["pre", "post 2", ""]
+
+
+def test_an_imap_sync_runs_the_hooks_too(make_account, tmp_path):
+    out = tmp_path / "env.txt"
+    acct = make_account("imap", pre_sync_command=f"echo pre > {out}",
+                        post_sync_command=f"env | grep ^MAILSYNC_ >> {out}")
+    acct.server.seed(acct.user, make_corpus(4))
+    assert acct.run("-q", "sync").code == 0
+    lines = out.read_text().splitlines()
+    assert lines[0] == "pre"
+    seen = dict(line.split("=", 1) for line in lines[1:])
+    assert seen["MAILSYNC_PROTOCOL"] == "imap" and seen["MAILSYNC_COMMAND"] == "sync"
+    assert seen["MAILSYNC_DOWNLOADED"] == "4" and seen["MAILSYNC_EXIT_CODE"] == "0"
