@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mailsync.errors import ConfigError
+from mailsync.spans import is_count, is_span, parse_span
 
 PROTOCOLS = ("pop3", "imap")
 TLS_MODES = ("implicit", "starttls", "none")
@@ -65,6 +66,12 @@ class Account:
     folders: tuple[str, ...] = ("*",)
     exclude: tuple[str, ...] = ()
     layout: str = "maildir++"
+    watch_folders: tuple[str, ...] = ("INBOX",)   # watch: IDLE here when NOTIFY is missing
+    watch_full_sync: float = 3600.0    # watch: seconds between full syncs (0: never)
+    poll_interval: float = 300.0       # watch: seconds between POP3 polls
+    log_file: Path | None = None       # one line per event appended here
+    max_age: int = 0                   # IMAP: keep only the last N days locally (0: all)
+    max_messages: int = 0              # IMAP: keep only the newest N per folder locally
     max_delete: float = 0.5
     connections: int = 2
     report_after: float = 0.0          # seconds; 0: report every failure
@@ -172,6 +179,12 @@ KEYS: dict[str, tuple[Any, str]] = {
     "folders": (_is_str_list, 'a list of strings, e.g. ["*"]'),
     "exclude": (_is_str_list, 'a list of strings, e.g. ["Junk"]'),
     "layout": (_is_str, 'a string: "maildir++" or "fs"'),
+    "watch_folders": (_is_str_list, 'a list of folder names, e.g. ["INBOX", "Work"]'),
+    "watch_full_sync": (is_span, 'a duration such as "1h", "30m" or seconds (0: never)'),
+    "poll_interval": (is_span, 'a duration such as "5m" or seconds'),
+    "log_file": (_is_str, "a path string"),
+    "max_age": (is_count, "a whole number of days (0: no limit)"),
+    "max_messages": (is_count, "a whole number of messages (0: no limit)"),
     "max_delete": (_is_number, "a number between 0 and 1"),
     "connections": (_is_int, "a whole number of connections (1 to 8)"),
     "report_after": (_is_duration, 'a duration such as "6h", "30m", "2d" or seconds'),
@@ -387,6 +400,11 @@ def _build_account(name: str, raw: dict, section: str, src: _Source) -> Account:
         mode=_choice(raw, "mode", MODES, "sync", section, src),
         folders=tuple(raw.get("folders", ["*"])), exclude=tuple(raw.get("exclude", [])),
         layout=_choice(raw, "layout", LAYOUTS, "maildir++", section, src),
+        watch_folders=tuple(raw.get("watch_folders", ["INBOX"])),
+        watch_full_sync=parse_span(raw.get("watch_full_sync", "1h")),
+        poll_interval=max(parse_span(raw.get("poll_interval", "5m")), 1.0),
+        log_file=Path(raw["log_file"]).expanduser() if "log_file" in raw else None,
+        max_age=raw.get("max_age", 0), max_messages=raw.get("max_messages", 0),
         max_delete=float(raw.get("max_delete", 0.5)), connections=raw.get("connections", 2),
         report_after=parse_duration(raw.get("report_after", 0)),
         pre_sync_command=raw.get("pre_sync_command"),

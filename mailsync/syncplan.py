@@ -39,7 +39,10 @@ Decisions (where the contract left a choice)
 - Headers-first: a new or re-downloaded server message larger than max_size arrives as a stub
   unless ``full`` or it is already flagged F (it would be upgraded at once). A stub is upgraded
   (UpgradePlaceholder, which also sets its local flags) when F is in its wanted local flags,
-  whichever side set it, or under ``full``; in every mode, push included (an upgrade completes
+  whichever side set it, when S was set on it locally since the last sync (the user opened
+  it in the mail client: in every run, so `watch` fetches the body within seconds and a
+  cron run on its next tick; S set on the server, read elsewhere, does not fetch it), or
+  under ``full``; in every mode, push included (an upgrade completes
   the local copy on the user's request, it applies no server change). A stub is never
   uploaded. Deleting a stub locally in sync/push mode expunges the server message like any
   deliberate local delete (the user saw its headers; keeping it would leave a message that
@@ -502,7 +505,8 @@ def _plan_flags(p: Pair, r: RemoteMsg, lm: LocalMsg, policy: Policy) -> list[Act
         want_remote, want_local = r.flags, (lm.flags | remote_add) - remote_del
         final = r.flags
     placeholder = p.placeholder or lm.placeholder
-    upgrade = placeholder and (policy.full or "F" in want_local)
+    # Opened in the mail client (S newly set locally) or flagged: the user wants it.
+    upgrade = placeholder and (policy.full or "F" in want_local or "S" in local_add)
     after = placeholder and not upgrade
     steps = []
     if upgrade:

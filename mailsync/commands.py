@@ -1,0 +1,74 @@
+"""The commands of the always-in-step work: watch and schedule, and account-name
+completion for every command's ACCOUNT argument. cli.py registers them on its group
+(register(cli, pass_ctx)), so they take the global options like the others."""
+
+from __future__ import annotations
+
+import sys
+import tomllib
+from pathlib import Path
+
+import click
+
+
+def complete_accounts(ctx: click.Context, param: click.Parameter, incomplete: str):
+    """Account names from the config (the -c one when given), for shell completion.
+    The file is only read, never validated: completion must not fail."""
+    from click.shell_completion import CompletionItem
+    from mailsync.config import default_config_path
+    root = ctx.find_root()
+    path = root.params.get("config_path") or getattr(root.obj, "config_path", None)
+    try:
+        data = tomllib.loads(Path(path or default_config_path()).expanduser().read_text())
+        names = list(data.get("accounts", {}))
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [CompletionItem(n) for n in names if n.startswith(incomplete)]
+
+
+def register(cli: click.Group, pass_ctx) -> None:
+    for command in cli.commands.values():   # ACCOUNT arguments complete from the config
+        for param in command.params:
+            if isinstance(param, click.Argument) and param.name in ("accounts", "account"):
+                param._custom_shell_complete = complete_accounts
+
+    @cli.command()
+    @click.argument("accounts", nargs=-1, shell_complete=complete_accounts)
+    @click.option("--log-file", metavar="PATH", type=click.Path(dir_okay=False),
+                  help="Also append one line per event to PATH (beside log_file).")
+    @pass_ctx
+    def watch(ctx, accounts: tuple[str, ...], log_file: str | None) -> None:
+        """Stay running and keep the accounts in step: server changes through NOTIFY
+        or IDLE, Maildir changes through inotify, a full pass every watch_full_sync,
+        POP3 polled every poll_interval. SIGTERM/SIGINT stop it (exit 0), SIGHUP
+        re-reads the config."""
+        from mailsync.logfile import EventLog
+        from mailsync.watch import watch_accounts
+        quiet = getattr(ctx.ui.options, "quiet", False)
+        log = EventLog([Path(log_file)] if log_file else [], to_stderr=not quiet)
+        sys.exit(watch_accounts(ctx.config, accounts, log))
+
+    @cli.command()
+    @click.argument("account", shell_complete=complete_accounts)
+    @click.option("--every", metavar="DURATION",
+                  help="How often the timer runs `mailsync run ACCOUNT` (15m, 1h ...).")
+    @click.option("--watch", "as_watch", is_flag=True,
+                  help="A service running `mailsync watch ACCOUNT` instead of a timer.")
+    @click.option("--install", is_flag=True,
+                  help="Write the units under ~/.config/systemd/user/ instead of "
+                       "printing them.")
+    @pass_ctx
+    def schedule(ctx, account: str, every: str | None, as_watch: bool,
+                 install: bool) -> None:
+        """Print a systemd user service and timer running ACCOUNT every DURATION (or,
+        with --watch, the service for `mailsync watch`); --install writes them."""
+        from mailsync import schedule as sched
+        config = ctx.config()
+        config.select([account])   # an unknown account is refused here
+        made = sched.units(account, every, as_watch, ctx.config_path)
+        if not install:
+            for i, unit in enumerate(made):
+                click.echo(("\n" if i else "") + f"# {unit.name}\n{unit.text}", nl=False)
+            return
+        paths = sched.install(made)
+        ctx.ui.lines([f"wrote {p}" for p in paths] + [f"then: {sched.enable_hint(made)}"])

@@ -1,0 +1,169 @@
+"""`mailsync watch` against a real Dovecot (issue 14, acceptance 1 and 2).
+
+The session's Dovecot offers NOTIFY: watch uses one connection for every folder. A
+Dovecot of this module's own has NOTIFY trimmed from its capabilities: watch falls back
+to IDLE on watch_folders; that one is also killed and restarted mid-watch. Every watch
+is a subprocess stopped by its pid; every wait polls with a generous deadline."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from tests.dovecot import Dovecot, require_dovecot
+from tests.watchhelp import NO_NOTIFY, Watching, account_on, recorded_runs, wait_until
+
+A = b"From: a@example.org\nSubject: one\nMessage-ID: <one@example.org>\n\nfirst\n"
+B = b"From: b@example.org\nSubject: two\nMessage-ID: <two@example.org>\n\nsecond\n"
+C = b"From: c@example.org\nSubject: three\nMessage-ID: <three@example.org>\n\nthird\n"
+D = b"From: d@example.org\nSubject: four\nMessage-ID: <four@example.org>\n\nfourth\n"
+E = b"From: e@example.org\nSubject: five\nMessage-ID: <five@example.org>\n\nfifth\n"
+BIG = (b"From: g@example.org\nSubject: big\nMessage-ID: <big@example.org>\n\n"
+       + b"x" * 70 + b"\n") * 100
+
+
+@pytest.fixture(scope="module")
+def idle_dovecot():
+    """A Dovecot without NOTIFY, of this module's own (it is restarted below)."""
+    try:
+        available = require_dovecot()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    if not available:
+        pytest.skip("dovecot (or openssl) not installed")
+    server = Dovecot(extra_config=NO_NOTIFY)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+def test_notify_watch_carries_every_change_both_ways(imap_account):
+    setup = imap_account(max_size=2000)
+    remote, local, acct = setup.remote, setup.local, setup.acct
+    remote.append("INBOX", A)
+    remote.create("Archive")
+    with Watching(acct) as w:
+        w.connected("NOTIFY")
+        w.wait(lambda: local.bodies() == [A] and local.path("Archive").is_dir(),
+               "first pass")
+        # server -> Maildir: a delivery, one in another folder, a new folder
+        remote.append("INBOX", B)
+        w.wait(lambda: local.bodies() == sorted([A, B]), "delivery to INBOX")
+        remote.append("Archive", C)
+        w.wait(lambda: local.bodies("Archive") == [C], "delivery to Archive")
+        remote.create("From Server")
+        remote.append("From Server", D)
+        w.wait(lambda: local.bodies("From Server") == [D], "a new server folder")
+        # Maildir -> server: a flag, a move, a new folder
+        local.set_flags("INBOX", A, "F")
+        w.wait(lambda: remote.flags_by_body()[A] == "F", "a local flag")
+        local.move("INBOX", B, "Archive")
+        w.wait(lambda: remote.bodies("Archive") == sorted([B, C])
+               and remote.bodies() == [A], "a local move")
+        local.make_folder("From Here")
+        local.deliver("From Here", E)
+        w.wait(lambda: remote.bodies("From Here") == [E], "a new local folder")
+        # headers first; opened (S set) in the mail client: the body follows
+        remote.append("INBOX", BIG)
+        stub = w.wait(lambda: next(b for b in local.bodies() if b"Subject: big" in b),
+                      "the placeholder")
+        assert stub != BIG and b"X-Mailsync-Placeholder" in stub
+        local.set_flags("INBOX", stub, "S")
+        w.wait(lambda: BIG in local.bodies(), "the placeholder upgraded")
+        assert local.flags_by_body()[BIG] == "S"
+        w.wait(lambda: remote.flags_by_body()[BIG] == "S", "its S on the server")
+        # the lock: a second watch and a sync exit 75 while this one runs
+        assert acct.run("sync").code == 75
+        second = acct.run("watch", timeout=60)
+        assert second.code == 75, second.err
+        assert w.stop() == 0, w.output()
+    assert "stopped" in w.output()
+    runs = recorded_runs(acct)
+    assert runs and all(cmd == "watch" for cmd, _ in runs) and runs[-1][1] == 0
+    assert w.status()["connection"] == "stopped"
+    assert sorted(remote.bodies()) == sorted([A, BIG])
+    assert sorted(local.bodies("Archive")) == sorted([B, C])
+
+
+def test_idle_watch_without_notify(idle_dovecot, tmp_path):
+    from tests.imaphelp import Local, Remote
+    acct = account_on(idle_dovecot, tmp_path / "a", watch_full_sync=2)
+    remote, local = Remote(idle_dovecot, acct.user), Local(acct.maildir)
+    try:
+        remote.append("INBOX", A)
+        with Watching(acct) as w:
+            w.connected("IDLE INBOX")
+            w.wait(lambda: local.bodies() == [A], "first pass")
+            remote.append("INBOX", B)
+            w.wait(lambda: local.bodies() == sorted([A, B]), "delivery (IDLE)")
+            local.set_flags("INBOX", B, "S")
+            w.wait(lambda: remote.flags_by_body()[B] == "S", "a local flag")
+            remote.create("Later")          # not watched: the periodic full sync finds it
+            remote.append("Later", C)
+            w.wait(lambda: local.bodies("Later") == [C], "the full sync")
+            assert w.stop(signal.SIGINT) == 0, w.output()
+    finally:
+        remote.close()
+
+
+def test_dovecot_killed_and_restarted_mid_watch(idle_dovecot, tmp_path):
+    from tests.imaphelp import Local, Remote
+    server = idle_dovecot
+    acct = account_on(server, tmp_path / "r")
+    server.seed(acct.user, [A, B])
+    local = Local(acct.maildir)
+    with Watching(acct) as w:
+        w.connected("IDLE INBOX")
+        w.wait(lambda: local.bodies() == sorted([A, B]), "first pass")
+        with server._lock:
+            server._kill()                  # Dovecot is gone: the watch loses its link
+        local.deliver("INBOX", C)           # changes on both sides while it is down
+        server.seed(acct.user, [D])
+        w.wait(lambda: "disconnected" in w.output(), "the lost connection noticed")
+        server.start(keep_ports=True)
+        remote = Remote(server, acct.user)
+        try:
+            want = sorted([A, B, C, D])
+            w.wait(lambda: local.bodies() == want and remote.bodies() == want,
+                   "caught up on both sides", timeout=60)
+            w.wait(lambda: "reconnected" in w.output(), "reconnected")
+            remote.append("INBOX", E)      # and it listens again
+            want = sorted(want + [E])
+            w.wait(lambda: local.bodies() == want, "a delivery after the restart")
+            assert remote.bodies() == want   # nothing lost, nothing doubled
+        finally:
+            remote.close()
+        assert w.stop() == 0, w.output()
+
+
+def test_pop3_polled_and_sighup_rereads_the_config(make_account, dovecot):
+    acct = make_account("pop3", poll_interval=1)
+    with Watching(acct) as w:
+        w.wait(lambda: "fetch" in w.output(), "first poll")
+        dovecot.seed(acct.user, [A])
+        w.wait(lambda: acct.local_messages() == [A], "a POP3 poll")
+        acct.config.write_text(acct.config.read_text().replace("poll_interval = 1",
+                                                               "poll_interval = 2"))
+        w.proc.send_signal(signal.SIGHUP)
+        w.wait(lambda: "reloaded" in w.output(), "SIGHUP")
+        dovecot.seed(acct.user, [B])
+        w.wait(lambda: sorted(acct.local_messages()) == sorted([A, B]), "polling again")
+        assert w.stop() == 0, w.output()
+    assert dovecot.server_messages(acct.user) == []
+
+
+def test_sigterm_during_the_first_pass_exits_0_with_the_state_recorded(imap_account):
+    setup = imap_account()
+    for n in range(300):
+        setup.remote.append("INBOX", b"Subject: m%d\n\nbody %d\n" % (n, n))
+    with Watching(setup.acct) as w:
+        wait_until(lambda: setup.local.files(), "the first messages", output=w.output)
+        assert w.stop() == 0, w.output()
+    # what was stored is recorded: the next sync stores only the rest, doubling nothing
+    done = setup.sync()
+    assert done.code == 0, done.err
+    assert len(setup.local.bodies()) == 300
+    assert len(set(setup.local.bodies())) == 300
