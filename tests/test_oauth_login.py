@@ -468,3 +468,31 @@ def test_password_command_stores_in_the_keyring_for_password_keyring(make_accoun
     assert len(acct.local_messages()) == 2
     assert_hidden(forms(acct.user, acct.server.password), done.stdout, done.stderr,
                   result.out, result.err, missing.err, folders=(acct.state_dir,))
+
+
+def test_a_declined_device_sign_in_is_77_and_stores_nothing(oauth_account):
+    acct = oauth_account()
+    proc = acct.popen("login", "--device", "test")
+    reader = Reader(proc)
+    m = reader.wait_for(r"open (\S+) and enter the code (\S+)")
+    with _direct().open(f"{m.group(1)}?user_code={m.group(2)}&deny=1", timeout=10):
+        pass
+    _finish(proc)
+    assert proc.returncode == 77, reader.text()
+    assert "declined" in reader.text()
+    assert not (acct.state_dir / "oauth2-token.json").exists()
+
+
+def test_a_pasted_address_of_another_sign_in_is_refused(oauth_account):
+    acct = oauth_account()
+    proc = acct.popen("login", "--no-browser", "test")
+    reader = Reader(proc)
+    reader.wait_for(r"^(http://127\.0\.0\.1:\d+/authorize\?\S+)")
+    proc.stdin.write(b"http://127.0.0.1:1/?code=code-from-elsewhere&state=forged\n")
+    proc.stdin.flush()
+    _finish(proc)
+    text = reader.text()
+    assert proc.returncode == 77, text
+    assert "not the answer to this sign-in" in text
+    assert "code-from-elsewhere" not in text
+    assert not (acct.state_dir / "oauth2-token.json").exists()
