@@ -96,15 +96,38 @@ def _global_options(f):
 
 
 def _global_params() -> list[click.Parameter]:
-    return _global_options(lambda: None).__click_params__[::-1]
+    params = _global_options(lambda: None).__click_params__[::-1]
+    for param in params:
+        param.is_global = True
+    return params
+
+
+class MailsyncCommand(click.Command):
+    """A command whose --help lists its own options, then the global ones apart."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        own, shared = [], []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None:
+                (shared if getattr(param, "is_global", False) else own).append(record)
+        if own:
+            with formatter.section("Options"):
+                formatter.write_dl(own)
+        if shared:
+            with formatter.section("Global options (before or after the command)"):
+                formatter.write_dl(shared)
 
 
 class MailsyncGroup(click.Group):
     """Every command takes the global options too, after its name, and lists them in
     its --help."""
 
+    command_class = MailsyncCommand
+
     def add_command(self, cmd: click.Command, name: str | None = None) -> None:
-        cmd.params.extend(_global_params())
+        if not any(getattr(p, "is_global", False) for p in cmd.params):
+            cmd.params.extend(_global_params())
         super().add_command(cmd, name)
 
 
@@ -340,6 +363,11 @@ def password(ctx: Context, account: str) -> None:
     ctx.ui.lines([f"{acct.name}: password stored in {where}{note}"])
 
 
+from mailsync.commands import register as _register_commands  # noqa: E402
+
+_register_commands(cli, pass_ctx)   # watch, schedule; ACCOUNT completion everywhere
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: every failure becomes one line and the contract's exit code."""
     settings = Settings()
@@ -365,11 +393,6 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"mailsync: {exc}", err=True)
         code = exc.exit_code
     except KeyboardInterrupt:
-from mailsync.commands import register as _register_commands  # noqa: E402
-
-_register_commands(cli, pass_ctx)   # watch, schedule; ACCOUNT completion everywhere
-
-
         click.echo("mailsync: interrupted; what was stored is recorded, run again to finish",
                    err=True)
         code = Interrupted.exit_code
