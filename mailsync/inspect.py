@@ -90,7 +90,7 @@ def show_status(accounts: list[Account], ui: Ui) -> int:
         last = _last_run(account)
         known = _stored_count(account)
         item = {"name": account.name, "protocol": account.protocol, "last_run": None,
-                "known_messages": known}
+                "known_messages": known, "failing_since": None}
         folder_col = ["-" if account.protocol == "pop3" else "*"] if imap_shown else []
         if last is None:
             rows.append([account.name, *folder_col, account.protocol, "never", "-", None,
@@ -102,7 +102,11 @@ def show_status(accounts: list[Account], ui: Ui) -> int:
             downloaded = _downloaded(account, last)
             result = "ok" if last["exit_code"] == 0 else \
                 f"exit {last['exit_code']}: {last['error']}"
-            result = _with_failing_since(account, result)
+            since = _failing_since(account)
+            if since is not None:
+                result = time.strftime("failing since %Y-%m-%d %H:%M; ",
+                                       time.localtime(since)) + result
+                item["failing_since"] = _iso(since)
             rows.append([account.name, *folder_col, account.protocol, when, result,
                          downloaded, known])
             item["last_run"] = {
@@ -214,20 +218,18 @@ def _last_run(account: Account) -> dict | None:
             "summary": json.loads(row[3]), "started": row[4], "command": row[5]}
 
 
-def _with_failing_since(account: Account, result: str) -> str:
-    """A failed last run's result, led by since when the account has been failing."""
+def _failing_since(account: Account) -> float | None:
+    """If the last run failed: when the account's failures began."""
     db = _open_readonly(account)
     if db is None:
-        return result
+        return None
     try:   # recorded from state version 2 on
         row = db.execute("SELECT failing_since FROM runs ORDER BY id DESC LIMIT 1").fetchone()
     except sqlite3.Error:
         row = None
     finally:
         db.close()
-    if not row or row[0] is None:
-        return result
-    return time.strftime("failing since %Y-%m-%d %H:%M; ", time.localtime(row[0])) + result
+    return row[0] if row else None
 
 
 def _stored_count(account: Account) -> int:

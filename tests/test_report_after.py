@@ -51,6 +51,8 @@ def test_quiet_until_the_account_has_failed_longer_than_report_after(tmp_path):
         assert "account test: cannot reach 127.0.0.1" in result.err
     status = run_cli("-c", str(config), "status")
     assert "failing since" in status.out and "exit 69" in status.out
+    account = run_cli("-c", str(config), "--json", "status").json["accounts"][0]
+    assert account["failing_since"] is not None and account["last_run"]["exit_code"] == 69
 
 
 def test_without_quiet_or_report_after_every_failure_is_printed(tmp_path):
