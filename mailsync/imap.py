@@ -1083,6 +1083,33 @@ class ImapSession:
 
 # Small parsers --------------------------------------------------------------------------
 
+def _idle_event(response: Any) -> tuple[str, str | None]:
+    """One untagged response read during IDLE as (WHAT, folder or None)."""
+    if not isinstance(response, tuple) or not response:
+        return ("OTHER", None)
+    first = response[0]
+    if isinstance(first, int) and len(response) > 1 and isinstance(response[1], bytes):
+        return (response[1].decode("ascii", "replace").upper(), None)   # 3 EXISTS, 2 FETCH
+    what = first.decode("ascii", "replace").upper() if isinstance(first, bytes) else str(first)
+    raw: Any = None
+    if what == "STATUS" and len(response) > 1:
+        raw = response[1]
+    elif what == "LIST" and len(response) > 3:
+        raw = response[3]
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "surrogateescape")
+    if isinstance(raw, int):
+        raw = str(raw)
+    if isinstance(raw, str):
+        try:
+            raw = decode_mutf7(raw)
+        except ValueError:
+            pass
+        if raw.upper() == "INBOX":
+            raw = "INBOX"
+    return (what, raw if isinstance(raw, str) else None)
+
+
 def _text(data: list) -> str:
     if not data:
         return ""
@@ -1235,33 +1262,6 @@ def _batches(uids: list[int], sizes: dict[int, int], headers_only: bool) -> Iter
     batch: list[int] = []
     total = 0
     for uid in uids:
-def _idle_event(response: Any) -> tuple[str, str | None]:
-    """One untagged response read during IDLE as (WHAT, folder or None)."""
-    if not isinstance(response, tuple) or not response:
-        return ("OTHER", None)
-    first = response[0]
-    if isinstance(first, int) and len(response) > 1 and isinstance(response[1], bytes):
-        return (response[1].decode("ascii", "replace").upper(), None)   # 3 EXISTS, 2 FETCH
-    what = first.decode("ascii", "replace").upper() if isinstance(first, bytes) else str(first)
-    raw: Any = None
-    if what == "STATUS" and len(response) > 1:
-        raw = response[1]
-    elif what == "LIST" and len(response) > 3:
-        raw = response[3]
-    if isinstance(raw, bytes):
-        raw = raw.decode("utf-8", "surrogateescape")
-    if isinstance(raw, int):
-        raw = str(raw)
-    if isinstance(raw, str):
-        try:
-            raw = decode_mutf7(raw)
-        except ValueError:
-            pass
-        if raw.upper() == "INBOX":
-            raw = "INBOX"
-    return (what, raw if isinstance(raw, str) else None)
-
-
         size = 0 if headers_only else sizes.get(uid, 0)
         if batch and (len(batch) >= BODY_BATCH_COUNT or total + size > BODY_BATCH_BYTES):
             yield batch
