@@ -29,6 +29,10 @@ keep = false                     # leave messages on the server after download
 # max_size = "20M"               # leave larger messages on the server
 # limit = 0                      # at most this many messages per run (0: no limit)
 # timeout = 60                   # seconds to wait for the server
+# report_after = "6h"            # with -q, keep a failure to connect quiet this long
+# post_sync_command = "notmuch new"   # run after the account's run
+# deliver = "mda"                # maildir (the default) | mda | lmtp (with lmtp_address)
+# mda_command = "/usr/lib/dovecot/dovecot-lda -d me"   # gets each message on its stdin
 
 # [accounts.work]
 # protocol = "imap"
