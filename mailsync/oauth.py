@@ -23,7 +23,6 @@ import base64
 import hashlib
 import html
 import json
-import os
 import secrets
 import select
 import socket

@@ -11,12 +11,12 @@ any output, trace, error, process title or state file.
 from __future__ import annotations
 
 import json
-import os
 import re
 import stat
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
