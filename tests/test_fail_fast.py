@@ -113,3 +113,37 @@ def test_an_empty_password_command_output_is_refused(make_account, dovecot):
     result = acct.run("run", timeout=GUARD)
     assert result.code == 78 and "printed nothing" in result.err
     assert dovecot.password not in result.err
+
+
+def test_a_slow_plain_server_is_not_taken_for_tls(tmp_path):
+    """A server silent for over 2 s gets a TLS probe on a second connection; the probe
+    fails (it is a plain server) and the run goes on with the greeting it waited for.
+    This server greets no one until that probe arrives."""
+    import itertools
+    import threading
+
+    from tests.fakeserver import FakeRun, FakeServer, pop3_script
+    replies = {"USER": "+OK", "PASS": "+OK", "CAPA": ["+OK", "UIDL", "."],
+               "STAT": "+OK 1 20", "LIST": ["+OK", "1 20", "."],
+               "UIDL": ["+OK", "1 uid-a", "."], "RETR": ["+OK", "Subject: slow", "",
+                                                         "body", "."],
+               "DELE": "+OK", "QUIT": "+OK bye"}
+    script = pop3_script(replies)
+    connections = itertools.count(1)
+    probed = threading.Event()
+
+    def slow(conn):
+        if next(connections) == 2:
+            probed.set()
+        probed.wait(GUARD)
+        script(conn)
+
+    run = FakeRun(tmp_path, "pop3", timeout=30)
+    with FakeServer(slow) as server:
+        try:
+            result = run.run(server, "fetch", timeout=GUARD)
+        finally:
+            probed.set()
+    assert result.code == 0, result.err
+    assert next(connections) == 3   # the run's connection and the probe, no more
+    assert run.stored() == [b"Subject: slow\n\nbody\n"]
