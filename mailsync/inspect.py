@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import time
 from datetime import datetime, timezone
@@ -134,23 +135,42 @@ def _iso(when: float | None) -> str | None:
 
 
 def _downloaded(account: Account, last: dict) -> int:
-    """What the last run stored: its summary's count, or for a POP3 run that ended
-    early (interrupted, a cut link) the messages the state recorded during it."""
+    """What the last run stored: its summary's count, or for a run that ended early
+    (interrupted, a cut link: its summary counts nothing) the messages the state
+    recorded as downloaded during it."""
     counted = int(last["summary"].get("downloaded", 0) or 0)
-    if account.protocol != "pop3" or last["exit_code"] == 0 or last["started"] is None:
+    if last["exit_code"] == 0 or last["started"] is None:
         return counted
+    stored = _stored_during(account, last["started"], last["finished"])
+    return max(counted, sum(stored.values()))
+
+
+_OUR_KEY = re.compile(r"(\d+)\.M\d+P\d+Q\d+R[0-9a-f]{8}\.")   # maildir.unique_name()
+
+
+def _stored_during(account: Account, started: float, finished: float) -> dict[str, int]:
+    """Messages downloaded between started and finished, per folder ("INBOX" for POP3):
+    POP3 records when; an IMAP download is stored under a Maildir name mailsync made
+    then, and that name begins with the time."""
     db = _open_readonly(account)
     if db is None:
-        return counted
+        return {}
     try:
-        stored = db.execute("SELECT count(*) FROM pop_seen WHERE downloaded_at >= ? AND "
-                            "downloaded_at <= ?", (last["started"], last["finished"])
-                            ).fetchone()[0]
+        if account.protocol == "pop3":
+            return {"INBOX": db.execute(
+                "SELECT count(*) FROM pop_seen WHERE downloaded_at >= ? AND "
+                "downloaded_at <= ?", (started, finished)).fetchone()[0]}
+        counts: dict[str, int] = {}
+        for folder, key in db.execute("SELECT folder, key FROM pairs WHERE uid IS NOT NULL "
+                                      "AND key GLOB '[0-9]*.M*R*'"):
+            m = _OUR_KEY.match(key)
+            if m and int(started) <= int(m.group(1)) <= finished:
+                counts[folder] = counts.get(folder, 0) + 1
+        return counts
     except sqlite3.Error:
-        return counted
+        return {}
     finally:
         db.close()
-    return max(counted, stored)
 
 
 def _folder_rows(account: Account, last: dict | None, when: str = "-"
@@ -172,6 +192,9 @@ def _folder_rows(account: Account, last: dict | None, when: str = "-"
     finally:
         db.close()
     in_run = {f.get("name"): f for f in ((last or {}).get("summary", {}).get("folders") or [])}
+    stopped = {}        # a run that ended early records no folders: what each stored
+    if last and last["exit_code"] != 0 and not in_run and last.get("started") is not None:
+        stopped = _stored_during(account, last["started"], last["finished"])
     # A folder that failed on its very first run is in the run's summary only.
     known += [(name, 0) for name in in_run if name not in {n for n, _ in known}]
     rows, data = [], []
@@ -179,6 +202,11 @@ def _folder_rows(account: Account, last: dict | None, when: str = "-"
         f = in_run.get(name)
         item = {"name": name, "known_messages": count, "in_last_run": f is not None}
         data.append(item)
+        if f is None and stopped.get(name):   # the run stopped early, after storing some
+            item["downloaded"] = stopped[name]
+            rows.append([account.name, name, account.protocol, when, "-", stopped[name],
+                         count])
+            continue
         if f is None:
             rows.append([account.name, name, account.protocol, "-", "-", None, count])
             continue

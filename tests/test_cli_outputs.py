@@ -248,3 +248,40 @@ def test_an_unknown_key_suggests_the_key_it_is_a_typo_of(tmp_path, cli):
     result = cli("-c", str(config), "check")
     assert result.code == 78 and "unknown key 'hots'" in result.err
     assert "did you mean 'host'?" in result.err
+
+
+def test_status_after_an_interrupted_sync_shows_what_was_stored(imap_account, cli,
+                                                                monkeypatch):
+    s = imap_account(connections=2)
+    for folder, n in (("INBOX", 120), ("Work", 60)):
+        if folder != "INBOX":
+            s.remote.create(folder)
+        s.acct.server.seed(s.acct.user, make_corpus(n, seed=len(folder)), folder=folder)
+    step, downloaded = crashpoints.step, []
+    lock = threading.Lock()
+
+    def signalled_after_100_messages(name: str) -> None:
+        if name == "downloaded":
+            with lock:
+                downloaded.append(name)
+                if len(downloaded) == 100:
+                    crashpoints._request_stop(signal.SIGINT, None)   # as Ctrl-C would
+        step(name)
+
+    monkeypatch.setattr(crashpoints, "step", signalled_after_100_messages)
+    monkeypatch.setattr(crashpoints, "_stop_signal", None)
+    monkeypatch.setattr(crashpoints, "_raised", threading.local())
+    stopped = cli("-c", str(s.acct.config), "sync")
+    monkeypatch.setattr(crashpoints, "step", step)
+    monkeypatch.setattr(crashpoints, "_stop_signal", None)
+    assert stopped.code == 130, stopped.err
+    stored = {f: len(s.local.bodies(f)) for f in ("INBOX", "Work")}
+    assert 100 <= sum(stored.values()) < 180
+    table = [line.split("\t") for line in cli("-c", str(s.acct.config), "status").out.splitlines()]
+    rows = {(r[0], r[1]): r for r in table[1:]}
+    assert rows[("test", "*")][5] == str(sum(stored.values()))
+    for folder, n in stored.items():
+        if n:
+            assert rows[("test", folder)][5] == str(n)
+    account, = json.loads(cli("-c", str(s.acct.config), "--json", "status").out)["accounts"]
+    assert account["last_run"]["downloaded"] == sum(stored.values())
