@@ -1058,6 +1058,85 @@ class ImapSession:
                 self.expunge(_uids_in(uidset))
         return mapping if seen_copyuid else None
 
+    # Waiting for changes (watch) ----------------------------------------------------------
+    def notify_set(self) -> bool:
+        """NOTIFY (RFC 5465) for every personal folder: new, expunged and re-flagged
+        messages and new or renamed folders, reported while idle, so one connection
+        watches them all. False when the server lacks NOTIFY or refuses the request."""
+        if "NOTIFY" not in self.capabilities:
+            return False
+        imaplib.Commands.setdefault("NOTIFY", ("AUTH", "SELECTED"))
+        with self._guard("NOTIFY"):
+            try:
+                typ, _ = self._imap._simple_command(
+                    "NOTIFY", "SET",
+                    "(personal (MessageNew MessageExpunge FlagChange MailboxName))")
+            except imaplib.IMAP4.error as exc:
+                if isinstance(exc, imaplib.IMAP4.abort):
+                    raise
+                return False
+        return typ == "OK"
+
+    def idle_start(self) -> None:
+        """IDLE (RFC 2177) in the selected folder, or with NOTIFY in any state."""
+        self._need("IDLE", "watch waits for the server's changes with IDLE")
+        with self._guard("IDLE"):
+            self._client.idle()
+
+    def idle_wait(self, timeout: float) -> list[tuple[str, str | None]]:
+        """What the server reported during IDLE within timeout seconds, as (what,
+        folder) pairs: ("EXISTS", None), ("FETCH", None), ("STATUS", "Sent"), ("LIST",
+        "New") ...; [] when nothing. A BYE (the server shutting down) raises
+        TemporaryError like a dropped connection."""
+        with self._guard("IDLE", flush=False):
+            responses = self._idle_check(timeout)
+            events = [_idle_event(r) for r in responses]
+        if any(what == "BYE" for what, _ in events):
+            self._break()
+            raise TemporaryError(f"{self.label}: the server ended the connection (BYE)",
+                                 "reconnect")
+        return [e for e in events if e[0] != "OK"]
+
+    def _idle_check(self, timeout: float) -> list:
+        """imapclient's idle_check, except that a closed connection raises (imapclient
+        takes its EOF for "nothing more to read" and would poll a dead socket)."""
+        eof: list[BaseException] = []
+        get_line = self._imap._get_line
+
+        def watched() -> bytes:
+            try:
+                return get_line()
+            except imaplib.IMAP4.abort as exc:
+                if "EOF" in str(exc):
+                    eof.append(exc)
+                raise
+        self._imap._get_line = watched
+        try:
+            responses = self._client.idle_check(timeout)
+        finally:
+            del self._imap._get_line
+        if eof and self._closed_by_peer():
+            raise imaplib.IMAP4.abort("socket error: EOF")
+        return responses
+
+    def _closed_by_peer(self) -> bool:
+        sock = self._client.socket()
+        if isinstance(sock, ssl.SSLSocket):
+            return True          # TLS reads "EOF" only at the end of the stream
+        try:                     # a plain socket reads "EOF" when merely drained too
+            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+
+    def idle_done(self) -> None:
+        """End IDLE (DONE) and wait for its tagged answer."""
+        with self._guard("DONE", flush=False):
+            self._client.idle_done()
+
+    def noop(self) -> None:
+        with self._guard("NOOP"):
+            self._client.noop()
+
     def _need(self, capability: str, why: str) -> None:
         if capability not in self.capabilities:
             raise MissingCapability(f"{self.label}: server lacks {capability}: {why}",
@@ -1158,85 +1237,6 @@ def _uids_in(uidset: str) -> list[int]:
 
 
 def _copyuid(text: str) -> dict[int, int] | None:
-    # Waiting for changes (watch) ----------------------------------------------------------
-    def notify_set(self) -> bool:
-        """NOTIFY (RFC 5465) for every personal folder: new, expunged and re-flagged
-        messages and new or renamed folders, reported while idle, so one connection
-        watches them all. False when the server lacks NOTIFY or refuses the request."""
-        if "NOTIFY" not in self.capabilities:
-            return False
-        imaplib.Commands.setdefault("NOTIFY", ("AUTH", "SELECTED"))
-        with self._guard("NOTIFY"):
-            try:
-                typ, _ = self._imap._simple_command(
-                    "NOTIFY", "SET",
-                    "(personal (MessageNew MessageExpunge FlagChange MailboxName))")
-            except imaplib.IMAP4.error as exc:
-                if isinstance(exc, imaplib.IMAP4.abort):
-                    raise
-                return False
-        return typ == "OK"
-
-    def idle_start(self) -> None:
-        """IDLE (RFC 2177) in the selected folder, or with NOTIFY in any state."""
-        self._need("IDLE", "watch waits for the server's changes with IDLE")
-        with self._guard("IDLE"):
-            self._client.idle()
-
-    def idle_wait(self, timeout: float) -> list[tuple[str, str | None]]:
-        """What the server reported during IDLE within timeout seconds, as (what,
-        folder) pairs: ("EXISTS", None), ("FETCH", None), ("STATUS", "Sent"), ("LIST",
-        "New") ...; [] when nothing. A BYE (the server shutting down) raises
-        TemporaryError like a dropped connection."""
-        with self._guard("IDLE", flush=False):
-            responses = self._idle_check(timeout)
-            events = [_idle_event(r) for r in responses]
-        if any(what == "BYE" for what, _ in events):
-            self._break()
-            raise TemporaryError(f"{self.label}: the server ended the connection (BYE)",
-                                 "reconnect")
-        return [e for e in events if e[0] != "OK"]
-
-    def _idle_check(self, timeout: float) -> list:
-        """imapclient's idle_check, except that a closed connection raises (imapclient
-        takes its EOF for "nothing more to read" and would poll a dead socket)."""
-        eof: list[BaseException] = []
-        get_line = self._imap._get_line
-
-        def watched() -> bytes:
-            try:
-                return get_line()
-            except imaplib.IMAP4.abort as exc:
-                if "EOF" in str(exc):
-                    eof.append(exc)
-                raise
-        self._imap._get_line = watched
-        try:
-            responses = self._client.idle_check(timeout)
-        finally:
-            del self._imap._get_line
-        if eof and self._closed_by_peer():
-            raise imaplib.IMAP4.abort("socket error: EOF")
-        return responses
-
-    def _closed_by_peer(self) -> bool:
-        sock = self._client.socket()
-        if isinstance(sock, ssl.SSLSocket):
-            return True          # TLS reads "EOF" only at the end of the stream
-        try:                     # a plain socket reads "EOF" when merely drained too
-            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-        except BlockingIOError:
-            return False
-
-    def idle_done(self) -> None:
-        """End IDLE (DONE) and wait for its tagged answer."""
-        with self._guard("DONE", flush=False):
-            self._client.idle_done()
-
-    def noop(self) -> None:
-        with self._guard("NOOP"):
-            self._client.noop()
-
     """The data of a COPYUID code, "validity src-set dst-set" -> {src uid: dst uid}."""
     m = re.fullmatch(r"\s*(\d+) ([\d:,]+) ([\d:,]+)\s*", text)
     if not m:
