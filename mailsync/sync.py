@@ -768,6 +768,19 @@ class FolderSync:
             raise stop
 
     def _upgrade(self, actions: list[UpgradePlaceholder], remote: dict[int, RemoteMsg]) -> None:
+        """Upgrades are downloads in the summary: in the progress too."""
+        if not actions:
+            return
+        self.reporter.transfer_started(f"{self.account.name}/{self.name}", len(actions),
+                                       sum(remote[a.uid].size for a in actions
+                                           if a.uid in remote))
+        try:
+            self._upgrade_each(actions, remote)
+        finally:
+            self.reporter.transfer_finished()
+
+    def _upgrade_each(self, actions: list[UpgradePlaceholder],
+                      remote: dict[int, RemoteMsg]) -> None:
         for action in actions:
             before = self.entries.get(action.key)       # as planned from
             if self._entry(action.key) is None or action.uid not in remote:
@@ -782,6 +795,7 @@ class FolderSync:
             def done(uid: int, nbytes: int) -> None:
                 holder[0].close()
                 self.result.bytes_downloaded += nbytes
+                self.reporter.transferred(remote[uid].size, nbytes)
 
             got = self.session.fetch_bodies([action.uid], sink_for, done,
                                             sizes={action.uid: remote[action.uid].size})

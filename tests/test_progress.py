@@ -204,3 +204,17 @@ def test_a_new_message_in_a_sent_folder_is_synced_after_the_bar(imap_account):
     code, lines, _ = on_terminal(["-c", str(s.acct.config), "sync"])
     assert code == 0
     check_final_screen(lines, "test", 1)
+
+
+def test_upgrading_placeholders_is_on_the_bar_as_in_the_summary(imap_account):
+    # --full fetches the whole of messages first stored headers-only: downloads in the
+    # summary, so on the bar too.
+    s = imap_account(max_size="20K")
+    big = make_corpus(6, seed=8, big_every=1, max_attachment=120_000)
+    s.acct.server.seed(s.acct.user, big)
+    assert s.sync().code == 0
+    code, lines, _ = on_terminal(["-c", str(s.acct.config), "sync", "--full"])
+    assert code == 0, "\n".join(lines)
+    placeholders = sum(len(m) > 20 * 1024 for m in big)
+    assert placeholders >= 3
+    check_final_screen(lines, "test", placeholders)
