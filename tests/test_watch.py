@@ -8,6 +8,7 @@ is a subprocess stopped by its pid; every wait polls with a generous deadline.""
 from __future__ import annotations
 
 import signal
+import socket
 
 import pytest
 
@@ -139,9 +140,19 @@ def test_dovecot_killed_and_restarted_mid_watch(idle_dovecot, tmp_path):
         assert w.stop() == 0, w.output()
 
 
-def test_pop3_polled_and_sighup_rereads_the_config(make_account, dovecot):
+def test_pop3_polled_and_sighup_rereads_the_config(make_account, dovecot, tmp_path):
+    """Also: under systemd (NOTIFY_SOCKET) READY=1 and WATCHDOG=1 arrive; --log-file
+    gets one line per event."""
     acct = make_account("pop3", poll_interval=1)
-    with Watching(acct) as w:
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(30)
+    log = tmp_path / "events.log"
+    env = {"NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "1000000"}
+    with Watching(acct, "--log-file", str(log), env=env) as w, notify:
+        said: set[str] = set()
+        while not {"READY=1", "WATCHDOG=1"} <= said:
+            said.update(notify.recv(4096).decode().splitlines())
         w.wait(lambda: "fetch" in w.output(), "first poll")
         dovecot.seed(acct.user, [A])
         w.wait(lambda: acct.local_messages() == [A], "a POP3 poll")
@@ -153,6 +164,9 @@ def test_pop3_polled_and_sighup_rereads_the_config(make_account, dovecot):
         w.wait(lambda: sorted(acct.local_messages()) == sorted([A, B]), "polling again")
         assert w.stop() == 0, w.output()
     assert dovecot.server_messages(acct.user) == []
+    lines = log.read_text().splitlines()
+    assert any(" test - fetch downloaded=1 deleted_remote=1" in line for line in lines)
+    assert lines[-1].endswith(" - - stopped")
 
 
 def test_sigterm_during_the_first_pass_exits_0_with_the_state_recorded(imap_account):
