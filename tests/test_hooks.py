@@ -125,3 +125,19 @@ def test_an_imap_sync_runs_the_hooks_too(make_account, tmp_path):
     seen = dict(line.split("=", 1) for line in lines[1:])
     assert seen["MAILSYNC_PROTOCOL"] == "imap" and seen["MAILSYNC_COMMAND"] == "sync"
     assert seen["MAILSYNC_DOWNLOADED"] == "4" and seen["MAILSYNC_EXIT_CODE"] == "0"
+
+
+def test_every_hook_variable_is_documented():
+    from pathlib import Path
+
+    from mailsync.model import COUNTS
+    from tests.test_docs import roff_text
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    man = roff_text((root / "man" / "mailsync.1").read_text(encoding="utf-8"))
+    names = [f"MAILSYNC_{n.upper()}" for n in COUNTS] + [
+        "MAILSYNC_ACCOUNT", "MAILSYNC_PROTOCOL", "MAILSYNC_COMMAND", "MAILSYNC_MAILDIR",
+        "MAILSYNC_EXIT_CODE", "MAILSYNC_ERROR"]
+    for name in names:
+        assert f"`{name}`" in readme, f"README.md does not document {name}"
+        assert name in man, f"man/mailsync.1 does not document {name}"
