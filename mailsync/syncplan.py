@@ -39,14 +39,23 @@ Decisions (where the contract left a choice)
 - Headers-first: a new or re-downloaded server message larger than max_size arrives as a stub
   unless ``full`` or it is already flagged F (it would be upgraded at once). A stub is upgraded
   (UpgradePlaceholder, which also sets its local flags) when F is in its wanted local flags,
-  whichever side set it, when S was set on it locally since the last sync (the user opened
-  it in the mail client: in every run, so `watch` fetches the body within seconds and a
-  cron run on its next tick; S set on the server, read elsewhere, does not fetch it), or
+  whichever side set it, when S was set on it locally since the last sync and not on the
+  server (the user opened it in the mail client: in every run, so `watch` fetches the body
+  within seconds and a cron run on its next tick; S set on the server, read elsewhere,
+  does not fetch it, and S on both sides may be a carried-over flag whose record a crash
+  lost, so it does not either), or
   under ``full``; in every mode, push included (an upgrade completes
   the local copy on the user's request, it applies no server change). A stub is never
   uploaded. Deleting a stub locally in sync/push mode expunges the server message like any
   deliberate local delete (the user saw its headers; keeping it would leave a message that
   can never be reached again without special cases).
+- Sync window (``policy.window``, the server UIDs inside ``max_age``/``max_messages``; None:
+  no window): a server message outside it is not downloaded, and its local copy is removed
+  (DeleteLocal with ``window=True``, the pair forgotten) after any local flag change was
+  pushed, in every mode. Nothing is ever expunged because of the window: a pair outside it
+  whose local copy is gone is only forgotten (also what a removal killed before its record
+  leaves). Window removals do not count for the mass-delete guard. The forgotten server
+  message is new again on a later run and is downloaded once the window holds it again.
 - A refused plan carries no actions at all (not even safe ones): the folder stays exactly as
   it was until the user reruns with --allow-mass-delete or fixes the cause. The guard counts
   ExpungeRemote against pairs with a uid (server) and DeleteLocal against pairs with a key
@@ -191,6 +200,7 @@ class Policy:
     allow_mass_delete: bool = False
     max_size: int = 0
     full: bool = False
+    window: frozenset[int] | None = None   # server UIDs inside the sync window; None: all
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -335,6 +345,7 @@ class DeleteLocal(Action):
 
     key: str
     uid: int | None = None
+    window: bool = False     # the server message left the sync window: local removal only
     phase: ClassVar[int] = DELETE
 
     def pair_after(self, *, uid: int | None = None, key: str | None = None) -> None:
@@ -457,8 +468,23 @@ def _checked(last: Iterable[Pair]) -> list[Pair]:
     return pairs
 
 
+def _outside(r: RemoteMsg | None, policy: Policy) -> bool:
+    return r is not None and policy.window is not None and r.uid not in policy.window
+
+
+def _plan_outside(p: Pair, r: RemoteMsg, lm: LocalMsg | None, policy: Policy) -> list[Action]:
+    """The server message left the sync window: the local copy goes, the server's stays."""
+    if lm is None:
+        return [Forget(p.uid, p.key)]       # never an expunge because of the window
+    pushed = [a for a in _plan_flags(p, r, lm, policy) if isinstance(a, SetRemoteFlags)] \
+        if policy.mode in ("sync", "push") else []
+    return pushed + [DeleteLocal(lm.key, p.uid, window=True)]
+
+
 def _plan_pair(p: Pair, r: RemoteMsg | None, lm: LocalMsg | None, policy: Policy) -> list[Action]:
     mode = policy.mode
+    if p.key is not None and p.uid is not None and _outside(r, policy):
+        return _plan_outside(p, r, lm, policy)
     if p.uid is None:                       # tombstone: deliberately absent on the server
         return [] if lm else [Forget(None, p.key)]
     if p.key is None:                       # tombstone: deliberately absent locally
@@ -505,8 +531,10 @@ def _plan_flags(p: Pair, r: RemoteMsg, lm: LocalMsg, policy: Policy) -> list[Act
         want_remote, want_local = r.flags, (lm.flags | remote_add) - remote_del
         final = r.flags
     placeholder = p.placeholder or lm.placeholder
-    # Opened in the mail client (S newly set locally) or flagged: the user wants it.
-    upgrade = placeholder and (policy.full or "F" in want_local or "S" in local_add)
+    # Opened in the mail client (S newly set locally, not also on the server: that is a
+    # flag carried over, or read elsewhere) or flagged: the user wants it.
+    upgrade = placeholder and (policy.full or "F" in want_local
+                               or "S" in local_add - remote_add)
     after = placeholder and not upgrade
     steps = []
     if upgrade:
@@ -531,7 +559,7 @@ def _headers_only(r: RemoteMsg, policy: Policy) -> bool:
 
 
 def _plan_new_remote(r: RemoteMsg, policy: Policy) -> list[Action]:
-    if policy.mode == "push":               # server changes are not applied locally
+    if policy.mode == "push" or _outside(r, policy):   # not applied locally / not wanted
         return []
     return [Download(r.uid, r.flags, _headers_only(r, policy))]
 
@@ -550,7 +578,7 @@ def _mass_delete_guard(actions: list[Action], remote: Mapping, local: Mapping,
     sides = (("server", remote, sum(p.uid is not None for p in pairs),
               sum(isinstance(a, ExpungeRemote) for a in actions)),
              ("local", local, sum(p.key is not None for p in pairs),
-              sum(isinstance(a, DeleteLocal) for a in actions)))
+              sum(isinstance(a, DeleteLocal) and not a.window for a in actions)))
     for side, present, known, deleting in sides:
         if not present and known >= 2:
             reasons.append(f"the {side} folder is empty but held {known} messages "
