@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import stat
 import subprocess
 import tomllib
@@ -511,6 +512,12 @@ def _check_local_paths(raw: dict, maildir: Path | None, section: str, src: _Sour
                 f"cannot be created: {probe} is a file, not a folder"
             raise ConfigError(f"{src.where(section, key)}: maildir {maildir} {what}",
                               f"point {key} at a folder (mailsync creates it if missing)")
+    for key in ("mda_command", "pre_sync_command", "post_sync_command"):
+        program = _named_program(raw.get(key))
+        if program is not None and not os.access(program, os.X_OK):
+            why = "is not executable" if os.path.exists(program) else "does not exist"
+            raise ConfigError(f"{src.where(section, key)}: {key} runs {program}, which {why}",
+                              f"fix the path in {key}")
     if raw.get("password") == "":
         raise ConfigError(f"{src.where(section, 'password')}: password is empty",
                           "set the password, or use password_command or password_env")
@@ -519,6 +526,18 @@ def _check_local_paths(raw: dict, maildir: Path | None, section: str, src: _Sour
         raise ConfigError(f"{src.where(section, 'password_env')}: password_env names "
                           f"${env}, which is empty", "export the password in it, or unset "
                           "it and use another password source")
+
+
+def _named_program(command: str | None) -> str | None:
+    """The absolute path a shell command starts with, if it plainly does (no variable,
+    no redirection first): a program that can be checked before anything runs."""
+    try:
+        words = shlex.split(command or "")
+    except ValueError:
+        return None
+    if not words or not words[0].startswith("/") or any(c in words[0] for c in "$`*?"):
+        return None
+    return words[0]
 
 
 def _permission_warnings(path: Path, data: dict) -> list[str]:

@@ -160,12 +160,19 @@ def test_an_mda_saying_try_later_is_a_temporary_failure(make_account):
 
 
 def test_an_mda_that_cannot_run_stops_at_once_and_deletes_nothing(make_account):
-    acct = make_account(deliver="mda", mda_command="/nonexistent/mda -d me")
+    acct = make_account(deliver="mda", mda_command="no-such-mda -d me")
     acct.server.seed(acct.user, make_corpus(2))
     result = acct.run("fetch")
     assert result.code == 78 and "account test: mda_command cannot run" in result.err
-    assert len(acct.server_messages()) == 2
+    assert "exit status 127" in result.err and len(acct.server_messages()) == 2
     assert "may arrive twice" not in acct.run("fetch").err
+
+
+def test_an_mda_path_that_does_not_exist_is_refused_at_load(make_account):
+    acct = make_account(deliver="mda", mda_command="/nonexistent/mda -d me")
+    result = acct.run("status")
+    assert result.code == 78 and "config.toml:" in result.err
+    assert "mda_command runs /nonexistent/mda, which does not exist" in result.err
 
 
 def test_an_unreachable_lmtp_server_is_temporary(make_account):

@@ -98,9 +98,14 @@ def test_a_failing_pre_sync_command_skips_the_account(make_account, tmp_path):
 
 
 def test_a_pre_sync_command_that_cannot_run_is_a_config_error(make_account):
-    acct = make_account(pre_sync_command="/nonexistent/prepare")
+    acct = make_account(pre_sync_command="no-such-prepare --now")
     result = acct.run("run")
     assert result.code == 78 and "pre_sync_command failed with exit status 127" in result.err
+    # A path that plainly does not exist is found at load, for every command.
+    acct = make_account(post_sync_command="/nonexistent/index --all")
+    result = acct.run("status")
+    assert result.code == 78 and "config.toml:" in result.err
+    assert "post_sync_command runs /nonexistent/index, which does not exist" in result.err
 
 
 def test_hooks_run_in_order_around_the_run_and_not_on_a_dry_run(make_account, tmp_path):
