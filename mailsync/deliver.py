@@ -12,6 +12,8 @@ from __future__ import annotations
 import getpass
 import os
 import re
+import shlex
+import shutil
 import smtplib
 import socket
 import subprocess
@@ -178,3 +180,43 @@ def deliverer_for(account: Account) -> Deliverer | None:
     if account.deliver == "lmtp":
         return LmtpDeliverer(account)
     return None
+
+
+def check_delivery(account: Account) -> dict:
+    """For `mailsync check`: what delivery would use, tried without delivering anything.
+    The MDA's program must be found; the LMTP server must answer LHLO and take the
+    recipient (MAIL FROM, RCPT TO, then RSET: no message is sent)."""
+    if account.deliver == "mda":
+        command = account.mda_command or ""
+        try:
+            program = shlex.split(command)[0]
+        except (ValueError, IndexError):
+            program = None
+        if program and "=" not in program and shutil.which(program) is None:
+            raise ConfigError(f"account {account.name}: mda_command runs {program}, which is "
+                              "not found", "give its full path, or install it")
+        return {"deliver": "mda", "mda_command": command}
+    if account.deliver == "lmtp":
+        lmtp = LmtpDeliverer(account)
+        conn = lmtp._connect()
+        try:
+            conn.ehlo_or_helo_if_needed()
+            code, said = conn.mail("")
+            if code == 250:
+                code, said = conn.rcpt(lmtp.recipient)
+            conn.rset()
+        except (smtplib.SMTPException, OSError) as exc:
+            raise TemporaryError(f"account {account.name}: the LMTP server at "
+                                 f"{account.lmtp_address} failed: {exc}", "retry later") \
+                from None
+        finally:
+            lmtp.conn = conn
+            lmtp.close()
+        if code != 250:
+            text = said.decode("utf-8", "replace") if isinstance(said, bytes) else str(said)
+            raise ConfigError(f"account {account.name}: the LMTP server at "
+                              f"{account.lmtp_address} refuses {lmtp.recipient}: {code} "
+                              f"{text}"[:400], "set lmtp_recipient to a user it delivers to")
+        return {"deliver": "lmtp", "lmtp_address": account.lmtp_address,
+                "lmtp_recipient": lmtp.recipient}
+    return {}

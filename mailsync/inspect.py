@@ -71,9 +71,11 @@ def _check_one(account: Account, ui: Ui) -> dict:
     except BaseException:
         session.abort()
         raise
+    from mailsync.deliver import check_delivery   # noqa: PLC0415 (deliver = mda|lmtp)
     return {"host": account.host, "port": account.port, "tls": account.tls,
             "tls_version": tls, "certificate_verified": bool(tls), "user": account.user,
-            "capabilities": sorted(caps), "messages": count, "bytes": size}
+            "capabilities": sorted(caps), "messages": count, "bytes": size,
+            **check_delivery(account)}
 
 
 STATUS_COLUMNS = ["account", "protocol", "last run", "result", "downloaded",

@@ -274,3 +274,23 @@ def test_lmtp_to_a_host_and_port(make_account, dovecot):
     assert result.code == 0, result.err
     assert message_ids(dovecot.server_messages(target)) == message_ids(corpus)
     assert acct.server_messages() == []
+
+
+def test_check_tries_the_delivery_without_delivering(make_account, dovecot):
+    _need("Dovecot's lmtp", dovecot.lmtp_socket)
+    acct, target = lmtp_account(make_account, dovecot)
+    acct.server.seed(acct.user, make_corpus(1))
+    result = acct.run("--json", "check")
+    assert result.code == 0, result.err
+    account = result.json["accounts"][0]
+    assert account["deliver"] == "lmtp" and account["lmtp_recipient"] == target
+    assert dovecot.server_messages(target) == [] and len(acct.server_messages()) == 1
+    missing = make_account(deliver="mda", mda_command="no-such-mda -d me").run("check")
+    assert missing.code == 78 and "mda_command runs no-such-mda, which is not found" \
+        in missing.err
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    down = make_account(deliver="lmtp", lmtp_address=f"127.0.0.1:{port}").run("check")
+    assert down.code == 75 and "cannot reach the LMTP server" in down.err
