@@ -64,6 +64,8 @@ def run_account(account: Account, options: RunOptions, reporter: Reporter,
                 result.seconds = time.monotonic() - started
                 if not options.dry_run:
                     state.record_run(options.command, started_wall, result.as_json())
+                if not result.ok:   # e.g. some IMAP folders failed, the others synced
+                    result.failing_since = _recorded_failing_since(state, started_wall)
             except MailsyncError as exc:
                 result = _failed(account, exc, started)
                 _record_quietly(state, options, started_wall, result)
