@@ -86,6 +86,7 @@ def fetch_account(account: Account, state: State, reporter: Reporter, options: F
     state.forget_seen(plan.forget)
     refused = deliverer.refusal_error() if deliverer is not None else None
     if refused is not None:   # after the others were delivered and deleted
+        refused.partial = result   # what was delivered stays in the summary (engine)
         raise refused
     if options.keep and not account.keep and result.downloaded:
         reporter.warn(f"account {account.name}: {result.downloaded} message(s) stay on the "
