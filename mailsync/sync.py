@@ -388,6 +388,7 @@ class FolderSync:
         self.raw = pairing.name
         self.maildir = Maildir(folders.resolve(account.maildir, pairing.relpath))
         self.entries: dict[str, Entry] = {}
+        self.window: frozenset[int] | None = None   # sync window: the server UIDs inside
 
     # Orchestration ----------------------------------------------------------------------
     def run(self) -> None:
@@ -425,7 +426,10 @@ class FolderSync:
         # what changed since, ours included, and misses nothing another client did.
         # Push records local flags as last-synced, so its record cannot stand for the
         # server's flags: no HIGHESTMODSEQ then.
-        modseq = status.highestmodseq if self.options.mode != "push" else None
+        # A windowed run leaves messages outside unpaired: no shortcut for the next run,
+        # which must see them when the window has grown (or gone).
+        modseq = status.highestmodseq if self.options.mode != "push" \
+            and not self._windowed() else None
         self.state.save_folder_record(FolderRecord(
             self.name, self.pairing.relpath, status.uidvalidity, status.uidnext, modseq,
             stamp))
@@ -465,12 +469,32 @@ class FolderSync:
                 and _modseq_usable(record, status)
                 and status.highestmodseq == record.highestmodseq
                 and status.uidnext == record.uidnext and not self.options.full
+                and not self._windowed()   # the window moves with the clock and the config
                 and not self.state.intents(self.name))
 
     def _policy(self) -> Policy:
         return Policy(mode=self.options.mode, max_delete=self.account.max_delete,
                       allow_mass_delete=self.options.allow_mass_delete,
-                      max_size=self.account.max_size, full=self.options.full)
+                      max_size=self.account.max_size, full=self.options.full,
+                      window=self.window)
+
+    def _windowed(self) -> bool:
+        return bool(getattr(self.account, "max_age", 0) or
+                    getattr(self.account, "max_messages", 0))
+
+    def _window_of(self, metas: dict[int, imap.RemoteMeta]) -> frozenset[int] | None:
+        """The server UIDs inside the sync window: arrived (INTERNALDATE) within max_age
+        days, and among the newest max_messages (by UID, the folder's arrival order)."""
+        if not self._windowed():
+            return None
+        inside = sorted(metas)
+        if self.account.max_age:
+            cutoff = datetime.now(timezone.utc).timestamp() - self.account.max_age * 86400
+            inside = [u for u in inside if metas[u].internaldate is None
+                      or metas[u].internaldate.timestamp() >= cutoff]
+        if self.account.max_messages:
+            inside = inside[-self.account.max_messages:]
+        return frozenset(inside)
 
     def _prepare_folders(self) -> bool:
         """Create the missing side; in a dry run only say so."""
@@ -494,8 +518,10 @@ class FolderSync:
     def _remote_snapshot(self, status: imap.FolderStatus, record: FolderRecord | None,
                          last: list[Pair]) -> dict[int, RemoteMsg]:
         """The server's messages and flags, fetching as little as CONDSTORE allows."""
-        if not _modseq_usable(record, status):
-            metas = self.session.fetch_meta()
+        if not _modseq_usable(record, status) or self._windowed():
+            # A window needs every message's date: the whole folder, every run.
+            metas = self.session.fetch_meta(with_date=bool(self.account.max_age))
+            self.window = self._window_of(metas)
             return {uid: RemoteMsg(uid, m.flags, m.size) for uid, m in metas.items()}
         # After a completed run the last-synced flags are the server's flags; only
         # messages whose MODSEQ grew since (new ones included) can differ. Sizes of
