@@ -156,6 +156,8 @@ def _run(ctx: Context, names: tuple[str, ...], options) -> None:
     crashpoints.install_signal_handlers()
     results = run_accounts(accounts, options, ctx.ui)
     _unmatched_folder_globs(results, options)
+    from mailsync.logfile import log_results
+    log_results(accounts, results, options)   # --log-file, log_file
     code = overall_exit_code(results)
     if crashpoints.stop_requested():
         code = crashpoints.interrupted().exit_code

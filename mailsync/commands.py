@@ -26,26 +26,35 @@ def complete_accounts(ctx: click.Context, param: click.Parameter, incomplete: st
     return [CompletionItem(n) for n in names if n.startswith(incomplete)]
 
 
+def _log_file_option() -> click.Option:
+    from mailsync.logfile import remember_cli_path
+    option = click.Option(["--log-file"], metavar="PATH", expose_value=False,
+                          type=click.Path(dir_okay=False), callback=remember_cli_path,
+                          help="Append one line per event (time, account, folder, what, "
+                               "counts) to PATH, beside each account's log_file.")
+    option.is_global = True   # listed with the global options in --help
+    return option
+
+
 def register(cli: click.Group, pass_ctx) -> None:
     for command in cli.commands.values():   # ACCOUNT arguments complete from the config
         for param in command.params:
             if isinstance(param, click.Argument) and param.name in ("accounts", "account"):
                 param._custom_shell_complete = complete_accounts
+    cli.params.append(_log_file_option())    # mailsync --log-file PATH run
 
     @cli.command()
     @click.argument("accounts", nargs=-1, shell_complete=complete_accounts)
-    @click.option("--log-file", metavar="PATH", type=click.Path(dir_okay=False),
-                  help="Also append one line per event to PATH (beside log_file).")
     @pass_ctx
-    def watch(ctx, accounts: tuple[str, ...], log_file: str | None) -> None:
+    def watch(ctx, accounts: tuple[str, ...]) -> None:
         """Stay running and keep the accounts in step: server changes through NOTIFY
         or IDLE, Maildir changes through inotify, a full pass every watch_full_sync,
         POP3 polled every poll_interval. SIGTERM/SIGINT stop it (exit 0), SIGHUP
         re-reads the config."""
-        from mailsync.logfile import EventLog
+        from mailsync.logfile import EventLog, cli_paths
         from mailsync.watch import watch_accounts
         quiet = getattr(ctx.ui.options, "quiet", False)
-        log = EventLog([Path(log_file)] if log_file else [], to_stderr=not quiet)
+        log = EventLog(cli_paths(), to_stderr=not quiet)
         sys.exit(watch_accounts(ctx.config, accounts, log))
 
     @cli.command()
@@ -72,3 +81,7 @@ def register(cli: click.Group, pass_ctx) -> None:
             return
         paths = sched.install(made)
         ctx.ui.lines([f"wrote {p}" for p in paths] + [f"then: {sched.enable_hint(made)}"])
+
+    for command in cli.commands.values():    # global: every command takes it
+        if not any(p.name == "log_file" for p in command.params):
+            command.params.append(_log_file_option())

@@ -79,11 +79,42 @@ class EventLog:
                     pass
 
     def run_result(self, result, what: str, paths: Iterable[Path] = ()) -> None:
-        """An account's run: one line for the account, one per folder that failed."""
+        """An account's run: one line per folder that moved something or failed, then
+        one for the account (its totals)."""
         paths = list(paths)
+        for folder in result.folders or []:
+            counts = result_counts(folder)
+            if not folder.ok or any(counts.values()):
+                self.event(result.name, folder.name, what if folder.ok else f"{what}-failed",
+                           counts, None if folder.ok else folder.error, paths)
         self.event(result.name, None, what if result.ok else f"{what}-failed",
                    result_counts(result), None if result.ok else result.error, paths)
-        for folder in result.folders or []:
-            if not folder.ok:
-                self.event(result.name, folder.name, f"{what}-failed", result_counts(folder),
-                           folder.error, paths)
+
+
+# --log-file on the command line: kept here until the run's results are logged.
+_cli_paths: list[Path] = []
+
+
+def remember_cli_path(ctx, param, value) -> None:
+    """click callback of --log-file (before or after the command)."""
+    if value and Path(value) not in _cli_paths:
+        _cli_paths.append(Path(value))
+
+
+def cli_paths() -> list[Path]:
+    return list(_cli_paths)
+
+
+def log_results(accounts, results, options) -> None:
+    """A run/fetch/sync's results into --log-file and each account's log_file (a dry
+    run changes nothing, so it logs nothing)."""
+    if getattr(options, "dry_run", False):
+        return
+    log = EventLog(cli_paths())
+    by_name = {a.name: a for a in accounts}
+    for result in results:
+        account = by_name.get(result.name)
+        own = [account.log_file] if account is not None and account.log_file else []
+        if own or log.paths:
+            what = "fetch" if result.protocol == "pop3" else "sync"
+            log.run_result(result, what, own)

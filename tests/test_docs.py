@@ -114,7 +114,7 @@ COMMAND_OPTIONS = [(name, o, opt) for name in COMMANDS
 
 def test_the_cli_has_the_contract_commands():
     assert set(COMMANDS) == {"run", "fetch", "sync", "check", "status", "folders", "init",
-                             "login", "password"}
+                             "login", "password", "watch", "schedule"}
 
 
 def test_man_page_has_every_section(man_sections):
