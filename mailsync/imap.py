@@ -94,6 +94,17 @@ class ServerFolder:
 
 
 @dataclass(frozen=True)
+class Namespaces:
+    """NAMESPACE (RFC 2342), names decoded: the personal namespace's prefix ("" or e.g.
+    "INBOX.") and delimiter, and the prefixes of the other users' and shared namespaces
+    (each with its delimiter). Without NAMESPACE: no prefix, nothing else."""
+
+    personal: str = ""
+    delimiter: str | None = None
+    others: tuple[tuple[str, str | None], ...] = ()
+
+
+@dataclass(frozen=True)
 class FolderStatus:
     uidvalidity: int
     uidnext: int
@@ -542,6 +553,7 @@ class ImapSession:
         self._broken = False
         self._selected: str | None = None
         self._uidvalidity: dict[str, int] = {}
+        self._listed_raw: dict[str, str] = {}   # name -> raw, for names not modified UTF-7
         with self._guard("CAPABILITY", flush=False):   # the login answer may carry them
             caps = client.capabilities()
         self.capabilities = frozenset(c.decode("ascii", "replace").upper()
@@ -552,6 +564,30 @@ class ImapSession:
         with self._guard("LIST"):
             rows = client.list_folders("", "")
         self.delimiter = _delimiter(rows[0][1]) if rows else None
+        self.namespaces = self._namespaces() if "NAMESPACE" in self.capabilities \
+            else Namespaces(delimiter=self.delimiter)
+
+    def _namespaces(self) -> Namespaces:
+        """The server's NAMESPACE answer; one that is refused or cannot be read counts as
+        no namespace (every folder then is the user's, named as the server names it)."""
+        with self._guard("NAMESPACE"):
+            try:
+                found = self._client.namespace()
+            except imaplib.IMAP4.error as exc:
+                if isinstance(exc, imaplib.IMAP4.abort):
+                    raise
+                return Namespaces(delimiter=self.delimiter)
+            except (imapclient_errors.ProtocolError, ValueError, TypeError, IndexError):
+                return Namespaces(delimiter=self.delimiter)
+        try:
+            entries = [[(_namespace_prefix(prefix), _delimiter(delim))
+                        for prefix, delim in (group or ())] for group in tuple(found)[:3]]
+        except (TypeError, ValueError):
+            return Namespaces(delimiter=self.delimiter)
+        personal = entries[0][0] if entries and entries[0] else ("", self.delimiter)
+        others = tuple(e for group in entries[1:] for e in group if e[0]) + tuple(
+            e for e in (entries[0][1:] if entries else []) if e[0])
+        return Namespaces(personal[0], personal[1] or self.delimiter, others)
 
     def _enable(self, extension: str) -> bool:
         """ENABLE an extension; a server that refuses it just goes without."""
@@ -664,7 +700,35 @@ class ImapSession:
         if len(rows) > MAX_FOLDERS:
             raise ProtocolError(f"{self.label}: the server listed more than {MAX_FOLDERS} "
                                 "folders", "the server is misbehaving; report it")
-        return [self._folder(row) for row in rows]
+        listed = [self._folder(row) for row in rows]
+        for f in listed:
+            if not f.name_ok:
+                self.remember_raw(f.name, f.raw)
+        return listed
+
+    def remember_raw(self, name: str, raw: str) -> None:
+        """Name the folder `name` on the wire as `raw`, as the server listed it (a name
+        that is not modified UTF-7; raw 8-bit names are sent as the same UTF-8 bytes)."""
+        try:
+            if _raw_name(name) == raw:
+                return
+        except ValueError:
+            pass
+        self._listed_raw[name] = raw
+        if not raw.isascii():
+            self._imap._encoding = "utf-8"
+
+    @staticmethod
+    def unsendable(raw: str) -> bool:
+        """A name that cannot be sent back: mailsync sends names as quoted strings, which
+        cannot hold CR or LF, and no IMAP string holds NUL."""
+        return any(c in raw for c in "\r\n\x00")
+
+    def _raw(self, folder: ServerFolder | str) -> str:
+        """The wire name: a listed folder's own spelling, else the name encoded."""
+        if isinstance(folder, str) and folder in self._listed_raw:
+            return self._listed_raw[folder]
+        return _raw_name(folder)
 
     def _list_status(self) -> list[ServerFolder]:
         what = "MESSAGES UIDNEXT UIDVALIDITY" + (" HIGHESTMODSEQ" if self.condstore else "")
@@ -722,7 +786,7 @@ class ImapSession:
 
     def select(self, folder: ServerFolder | str, readonly: bool = False) -> FolderStatus:
         """SELECT (EXAMINE when readonly); CONDSTORE is enabled when the server has it."""
-        raw = _raw_name(folder)
+        raw = self._raw(folder)
         self._selected = None
         with self._guard(f"SELECT {raw}"):
             resp = self._client.select_folder(raw, readonly)
@@ -744,7 +808,7 @@ class ImapSession:
         return status
 
     def status(self, folder: ServerFolder | str) -> FolderStatus:
-        raw = _raw_name(folder)
+        raw = self._raw(folder)
         what = ["MESSAGES", "UIDNEXT", "UIDVALIDITY"] + (["HIGHESTMODSEQ"] if self.condstore
                                                          else [])
         with self._guard(f"STATUS {raw}"):
@@ -765,7 +829,7 @@ class ImapSession:
 
     def create_folder(self, name: str) -> None:
         """CREATE name (UTF-8, server delimiter), sent as modified UTF-7. Exists: fine."""
-        raw = _raw_name(name)
+        raw = self._raw(name)
         with self._guard(f"CREATE {raw}"):
             try:
                 self._client.create_folder(raw)
@@ -969,7 +1033,7 @@ class ImapSession:
                ) -> int | None:
         """APPEND (CRLF line endings, mapped flags); the new UID from APPENDUID, or None
         when the server has no UIDPLUS or the folder's UIDVALIDITY is not the one known."""
-        raw = _raw_name(folder)
+        raw = self._raw(folder)
         with self._guard(f"APPEND {raw}"):
             reply = self._client.append(raw, lf_to_crlf(message), letters_to_flags(flags),
                                         internaldate)
@@ -1012,37 +1076,61 @@ class ImapSession:
                 self._uid_command("STORE", uidset, op, "(" + " ".join(flags) + ")",
                                   ok_codes=("[EXPUNGEISSUED]",))
 
-    def expunge(self, uids: Iterable[int]) -> None:
-        """Mark exactly these UIDs \\Deleted and UID EXPUNGE them (needs UIDPLUS: a plain
-        EXPUNGE would also remove mail other clients marked \\Deleted)."""
+    def expunge(self, uids: Iterable[int]) -> set[int]:
+        """Mark exactly these UIDs \\Deleted and expunge them (see expunge_marked);
+        returns the UIDs left marked."""
         self.mark_deleted(uids)
-        self.expunge_marked(uids)
+        return self.expunge_marked(uids)
 
     def mark_deleted(self, uids: Iterable[int]) -> None:
         """The first half of expunge(): STORE +FLAGS \\Deleted on exactly these UIDs."""
         uids = sorted(set(uids))
         if uids:
-            self._need("UIDPLUS", "cannot expunge safely")
             self._store(uids, "+FLAGS.SILENT", ["\\Deleted"])
 
-    def expunge_marked(self, uids: Iterable[int]) -> None:
-        """The second half of expunge(): UID EXPUNGE exactly these (marked) UIDs."""
+    def expunge_marked(self, uids: Iterable[int]) -> set[int]:
+        """The second half of expunge(): remove exactly these (marked) UIDs.
+
+        With UIDPLUS, UID EXPUNGE of exactly them. Without it a plain EXPUNGE would also
+        remove whatever other clients marked \\Deleted: it is sent only when no other
+        message of the folder is marked (UID SEARCH DELETED); else nothing is expunged
+        and these UIDs are returned, left marked for a later run."""
         uids = sorted(set(uids))
-        if uids:
-            self._need("UIDPLUS", "cannot expunge safely")
-        for uidset in uid_sets(uids):
-            with self._guard("UID EXPUNGE"):
-                self._uid_command("EXPUNGE", uidset)
+        if not uids:
+            return set()
+        if "UIDPLUS" in self.capabilities:
+            for uidset in uid_sets(uids):
+                with self._guard("UID EXPUNGE"):
+                    self._uid_command("EXPUNGE", uidset)
+            return set()
+        if not self.expunge_is_exact(uids):
+            return set(uids)
+        with self._guard("EXPUNGE"):
+            typ, data = self._imap._simple_command("EXPUNGE")
+            if typ != "OK":
+                raise imaplib.IMAP4.error(f"EXPUNGE failed: {_text(data)}")
+        return set()
+
+    def expunge_is_exact(self, uids: Iterable[int]) -> bool:
+        """Whether expunging these UIDs of the selected folder removes nothing else: with
+        UIDPLUS always; without, when no other message there is marked \\Deleted."""
+        if "UIDPLUS" in self.capabilities:
+            return True
+        with self._guard("SEARCH DELETED"):
+            self._uid_command("SEARCH", "DELETED")
+            answers = self._imap.untagged_responses.get("SEARCH", [])
+        marked = {int(tok) for a in answers if isinstance(a, bytes)
+                  for tok in a.split(b"(")[0].split() if tok.isdigit() and int(tok) > 0}
+        return marked <= set(uids)
 
     def move(self, uids: Iterable[int], dest: ServerFolder | str) -> dict[int, int] | None:
-        """UID MOVE (or UID COPY + UID EXPUNGE); {old uid: new uid} from COPYUID, or None."""
+        """UID MOVE (or UID COPY + expunge(): ask expunge_is_exact first without UIDPLUS);
+        {old uid: new uid} from COPYUID, or None."""
         uids = sorted(set(uids))
         if not uids:
             return {}
-        raw = _raw_name(dest)
+        raw = self._raw(dest)
         has_move = "MOVE" in self.capabilities
-        if not has_move:
-            self._need("UIDPLUS", "cannot move safely without MOVE")
         mapping: dict[int, int] = {}
         seen_copyuid = False
         for uidset in uid_sets(uids):
@@ -1225,6 +1313,20 @@ def _delimiter(value: Any) -> str | None:
     if not isinstance(value, str) or len(value) != 1:
         raise ValueError(f"bad hierarchy delimiter {value!r}")
     return value
+
+
+def _namespace_prefix(value: Any) -> str:
+    """A NAMESPACE prefix as a decoded name (raw when it is not modified UTF-7)."""
+    if isinstance(value, int):
+        value = str(value)
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "surrogateescape")
+    if not isinstance(value, str):
+        raise TypeError("bad namespace prefix")
+    try:
+        return decode_mutf7(value)
+    except ValueError:
+        return value
 
 
 def _uids_in(uidset: str) -> list[int]:

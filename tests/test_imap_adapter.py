@@ -369,22 +369,27 @@ def test_connection_dropped_mid_session_is_temporary(dovecot):
         fake.close()
 
 
-def test_expunge_without_uidplus_refuses(dovecot):
+@pytest.mark.parametrize("marked, left", [("1", set()), ("1 3", {1})])
+def test_expunge_without_uidplus_expunges_only_what_it_marked(dovecot, marked, left):
+    """No UIDPLUS: a plain EXPUNGE only when no other message is marked \\Deleted (UID
+    SEARCH DELETED finds ours alone); else ours stay marked and are returned."""
     answers = dict(LOGGED_IN)
     answers["LOGIN"] = ["{tag} OK [CAPABILITY IMAP4rev1] logged in"]
+    answers["UID STORE"] = ["{tag} OK stored"]
+    answers["UID SEARCH"] = [f"* SEARCH {marked}", "{tag} OK searched"]
+    answers["EXPUNGE"] = ["* 1 EXPUNGE", "{tag} OK expunged"]
     fake = FakeServer("* OK fake", answers)
     try:
         s = imap.connect(fake_account(dovecot, fake.port), "pw-secret")
         s.select("INBOX")
-        with pytest.raises(MissingCapability) as err:
-            s.expunge([1])
-        assert "UIDPLUS" in str(err.value)
-        with pytest.raises(MissingCapability):
-            s.move([1], "Archive")
+        assert s.expunge([1]) == left
         s.abort()
     finally:
         fake.close()
-    assert not any("EXPUNGE" in line or "STORE" in line for line in fake.received)
+    sent = [line.split(" ", 1)[1] for line in fake.received if " " in line]
+    assert any(line.startswith("UID STORE 1 +FLAGS.SILENT (\\Deleted)") for line in sent)
+    assert ("EXPUNGE" in sent) == (not left)
+    assert not any(line.startswith("UID EXPUNGE") for line in sent)
 
 
 # Folders ------------------------------------------------------------------------------
