@@ -186,8 +186,10 @@ def _unmatched_folder_globs(results: list, options) -> None:
     for r in results:
         if r.protocol == "pop3" or r.folders is None or (not r.ok and not r.folders):
             continue
-        unmatched = [g for g in options.folders
-                     if not any(matches(f.name, [g]) for f in r.folders)]
+        unmatched = getattr(r, "unmatched_globs", None)   # the sync's, namespace-aware
+        if unmatched is None:
+            unmatched = [g for g in options.folders
+                         if not any(matches(f.name, [g]) for f in r.folders)]
         if not unmatched:
             continue
         globs = ", ".join(repr(g) for g in unmatched)

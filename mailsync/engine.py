@@ -155,6 +155,11 @@ def _job(account: Account, options: RunOptions, state: State, reporter: Reporter
 
 def _failed(account: Account, exc: MailsyncError, started: float) -> AccountResult:
     exc = naming_account(exc, account.name)   # every error says which account
+    partial = getattr(exc, "partial", None)   # what an IMAP sync did before it ended
+    if isinstance(partial, AccountResult):
+        partial.ok, partial.error, partial.exit_code = False, str(exc), exc.exit_code
+        partial.seconds = time.monotonic() - started
+        return partial
     return AccountResult(name=account.name, protocol=account.protocol, ok=False,
                          error=str(exc), exit_code=exc.exit_code,
                          seconds=time.monotonic() - started)

@@ -48,6 +48,7 @@ class FolderPairing:
 class Skipped:
     name: str
     reason: str
+    fails: bool = True    # a server folder left unsynced (the run exits 1); False: a note
 
 
 class UnsafeFolderPath(LocalIOError):
@@ -119,37 +120,118 @@ def _is_maildir(path: Path) -> bool:
 
 
 @dataclass(frozen=True)
+class Namespace:
+    """The server's personal namespace prefix (decoded, e.g. "INBOX.", or "") and the
+    prefixes of its other users' and shared namespaces (see imap.Namespaces)."""
+
+    prefix: str = ""
+    others: tuple[str, ...] = ()
+
+    def shown(self, name: str) -> str:
+        """A personal folder's name as the user sees it: without the personal prefix
+        (`INBOX.Sent` -> `Sent`); INBOX and names outside the prefix stay as they are."""
+        if (self.prefix and name.startswith(self.prefix) and len(name) > len(self.prefix)
+                and name.upper() != "INBOX"):
+            return name[len(self.prefix):]
+        return name
+
+    def outside(self, name: str) -> bool:
+        """Whether a server folder lies outside the personal namespace (another user's
+        or a shared folder): under another namespace's prefix, or, when the personal
+        namespace has a prefix, not under it (and not INBOX)."""
+        if names.canonical_parts((name,)) == (names.INBOX,):
+            return False
+        if self.prefix:
+            return not (name.startswith(self.prefix) and len(name) > len(self.prefix))
+        return any(o and name.startswith(o) for o in self.others)
+
+    def server_name(self, name: str) -> str:
+        """A new folder's server name: under the personal prefix."""
+        return name if name.upper() == "INBOX" else self.prefix + name
+
+
+def namespace_of(session: object) -> Namespace:
+    """An IMAP session's namespaces (imap.Namespaces) as pair_folders takes them."""
+    ns = getattr(session, "namespaces", None)
+    if ns is None:
+        return Namespace()
+    return Namespace(ns.personal, tuple(prefix for prefix, _ in ns.others))
+
+
+@dataclass(frozen=True)
 class _Mapped:
     folder: ServerSide
-    name: str                    # canonical: the state's key
-    parts: tuple[str, ...]
+    name: str                    # canonical: the state's key (the server's whole name)
+    parts: tuple[str, ...]       # of the name as the user sees it (no personal prefix)
     own: str                     # mailsync's own relpath
     peers: tuple[str, ...]       # mbsync's and offlineimap's, in order of preference
+    shown: str = ""              # the name without the personal prefix
+    outside: bool = False        # outside the personal namespace
+
+
+def selected(name: str, shown_parts: tuple[str, ...], shown: str, namespace: Namespace,
+             include: tuple[str, ...], exclude: tuple[str, ...]) -> bool:
+    """Whether folders/exclude (or --folder) select a server folder.
+
+    A pattern is matched against the name the user sees, with its components joined
+    by `/` (`Projects/2026`, `Sent`) or by the server's delimiter (`Projects.2026`); a
+    pattern that starts with the personal namespace's prefix (`INBOX.Sent`, `INBOX.*`),
+    against the server's whole name. A folder outside the personal namespace (other
+    users', shared) is selected only by a pattern that names it from its start (no
+    leading wildcard: `Shared Folders/*`, `user.bob.*`): `*` means your own folders."""
+    return (_hits(name, shown_parts, shown, namespace, include, True)
+            and not _hits(name, shown_parts, shown, namespace, exclude, False))
+
+
+def _hits(name: str, shown_parts: tuple[str, ...], shown: str, namespace: Namespace,
+          patterns: tuple[str, ...], including: bool) -> bool:
+    outside = namespace.outside(name)
+    for pattern in patterns:
+        if outside:
+            if pattern[:1] in ("*", "?", ""):
+                continue
+            candidates = (name, "/".join(shown_parts))
+        elif namespace.prefix and pattern.startswith(namespace.prefix):
+            candidates = (name,)
+        else:
+            candidates = ("/".join(shown_parts), shown)
+        if any(names.matches(c, (pattern,)) for c in candidates):
+            return True
+    return False
 
 
 def pair_folders(server: list[ServerSide], local: Mapping[str, tuple[str, ...] | None],
                  known: Mapping[str, str], layout: str, mode: str, include: tuple[str, ...],
-                 exclude: tuple[str, ...], delimiter: str | None
+                 exclude: tuple[str, ...], delimiter: str | None,
+                 namespace: Namespace = Namespace()
                  ) -> tuple[list[FolderPairing], list[Skipped]]:
     """Decide every folder's fate.
 
     local: every Maildir under the root, relpath -> components (None for a name
     mailsync does not write), as local_maildirs gives it. known: the folders the state
-    has synced before, name -> the relpath recorded for them.
+    has synced before, name -> the relpath recorded for them. namespace: the server's
+    personal prefix, left out of local names (`INBOX.Sent` is `.Sent`) and put in front
+    of new server folders; the path the whole name gives (`.INBOX.Sent`, what mailsync
+    wrote before it read NAMESPACE) is kept where it exists or was recorded.
     """
     pairings: list[FolderPairing] = []
     skipped: list[Skipped] = []
     mapped: list[_Mapped] = []
     for folder in server:
+        outside = namespace.outside(folder.name)
+        shown = folder.name if outside else namespace.shown(folder.name)
         try:
-            parts = names.canonical_parts(names.server_to_components(folder.name,
+            parts = names.canonical_parts(names.server_to_components(shown,
                                                                      folder.delimiter))
             own = names.local_relpath(parts, layout)
+            whole = names.canonical_parts(names.server_to_components(folder.name,
+                                                                     folder.delimiter))
+            legacy = (names.local_relpath(whole, layout),) if whole != parts else ()
         except ValueError as exc:
             skipped.append(Skipped(folder.name, f"cannot map the name to a local folder: {exc}"))
             continue
         mapped.append(_Mapped(folder, _canonical(folder.name), parts, own,
-                              names.peer_relpaths(parts, layout)))
+                              legacy + names.peer_relpaths(parts, layout), shown, outside))
     relpaths = _choose_relpaths(mapped, local, known)
     recorded_for = {relpath: name for name, relpath in known.items()}
     listed = {m.name for m in mapped}
@@ -166,16 +248,16 @@ def pair_folders(server: list[ServerSide], local: Mapping[str, tuple[str, ...] |
         copies = [p for p in m.peers if p in local and p not in consumed
                   and p not in recorded_for]
         consumed.update(copies)
-        if not names.matches("/".join(m.parts), include, exclude):
+        if not selected(m.name, m.parts, m.shown, namespace, include, exclude):
             continue
         for copy in copies:
             skipped.append(Skipped(_local_label(copy, local[copy]),
                                    f"looks like mbsync's or offlineimap's copy of server "
                                    f"folder {m.name}, which syncs with "
-                                   f"{relpath or 'the maildir root'}; left alone"))
+                                   f"{relpath or 'the maildir root'}; left alone", False))
         if relpath != m.own and m.own in local and m.own not in recorded_for:
             skipped.append(Skipped(m.name, f"syncs with {relpath} (another tool's name for "
-                                           f"it); the folder {m.own} is left alone"))
+                                           f"it); the folder {m.own} is left alone", False))
         exists = relpath in local
         if not exists and m.name not in known and mode not in LOCAL_MODES:
             continue   # push never creates local folders
@@ -186,24 +268,26 @@ def pair_folders(server: list[ServerSide], local: Mapping[str, tuple[str, ...] |
             continue
         if relpath in recorded_for and recorded_for[relpath] not in listed:
             name = recorded_for[relpath]
-            if names.matches("/".join(names.server_to_components(name, delimiter)),
-                             include, exclude):
+            shown = namespace.shown(name)
+            if selected(name, names.server_to_components(shown, delimiter), shown, namespace,
+                        include, exclude):
                 skipped.append(Skipped(name, "the folder is gone from the server; the "
                                              "local copy is kept (delete it by hand if "
-                                             "intended)"))
+                                             "intended)", False))
             continue
         if parts is None:
             continue   # not a name mailsync writes, nor any server folder's: left alone
         try:
-            name = names.components_to_server(parts, delimiter)
+            shown = names.components_to_server(parts, delimiter)
+            name = namespace.server_name(shown)
         except ValueError as exc:
             skipped.append(Skipped("/".join(parts), f"cannot name it on the server: {exc}"))
             continue
-        if not names.matches("/".join(parts), include, exclude):
+        if not selected(name, parts, shown, namespace, include, exclude):
             continue
         if name in known:
             skipped.append(Skipped(name, "the folder is gone from the server; the local "
-                                         "copy is kept (delete it by hand if intended)"))
+                                         "copy is kept (delete it by hand if intended)", False))
         elif mode in REMOTE_MODES:
             pairings.append(FolderPairing(name, relpath, None, True, create_remote=True))
     return pairings, skipped

@@ -70,9 +70,10 @@ def show_imap_folders(account: Account, ui: Ui) -> int:
         server = [folders.ServerSide(f.name, f.raw, f.delimiter) for f in listed
                   if f.selectable and f.name_ok]
         local = folders.local_maildirs(account.maildir, account.layout)
+        namespace = folders.namespace_of(session)
         pairings, skipped = folders.pair_folders(
             server, local, _known_folders(account), account.layout, account.mode,
-            account.folders, account.exclude, delimiter)
+            account.folders, account.exclude, delimiter, namespace)
         by_server = {p.server.raw: p for p in pairings if p.server is not None}
         reasons = {s.name: s.reason for s in skipped}
         for f in listed:
@@ -92,10 +93,11 @@ def show_imap_folders(account: Account, ui: Ui) -> int:
                     local_path = str(_local_path(account, pairing.relpath))
                     if pairing.create_local:
                         note = note or "new: the next sync creates the local folder"
-                    elif local_path != _mapped(account, f.name, f.delimiter):
+                    elif local_path != _mapped(account, namespace.shown(f.name),
+                                               f.delimiter):
                         note = note or "under mbsync's or offlineimap's name for it"
                 else:
-                    local_path = _mapped(account, f.name, f.delimiter)
+                    local_path = _mapped(account, namespace.shown(f.name), f.delimiter)
                     note = note or reasons.get(f.name, f"not synced (folders/exclude or "
                                                        f"mode {account.mode})")
             rows.append([f.name, count, local_path, note])

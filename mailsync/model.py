@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 COUNTS = ("downloaded", "uploaded", "deleted_local", "deleted_remote", "flags_changed",
-          "skipped", "bytes_downloaded", "paired", "left_for_later")
+          "skipped", "bytes_downloaded", "paired", "left_for_later", "left_marked")
 
 
 @dataclass
@@ -19,6 +19,7 @@ class Counts:
     bytes_downloaded: int = 0
     paired: int = 0     # a first sync's messages found on both sides and recorded, not copied
     left_for_later: int = 0   # POP3 limit: new messages left on the server for a later run
+    left_marked: int = 0      # IMAP without UIDPLUS: deleted locally, left marked \\Deleted
 
     def add(self, other: "Counts") -> None:
         for name in COUNTS:
@@ -46,12 +47,14 @@ class AccountResult(Counts):
     withheld: bool = False    # a temporary failure younger than report_after: quiet under -q
     plan: list[str] = field(default_factory=list)
     folders: list[FolderResult] | None = None
+    skipped_folders: list[dict] = field(default_factory=list)   # IMAP: {"name", "reason"}
 
     def as_json(self) -> dict:
         data = asdict(self)
         data["seconds"] = round(self.seconds, 3)
         if self.folders is None:
             del data["folders"]
+            del data["skipped_folders"]
         del data["withheld"]
         if not self.dry_run:
             del data["plan"]

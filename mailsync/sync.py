@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Callable, Iterable
 
-from mailsync import adoption, crashpoints, folders, imap, moves, traces
+from mailsync import adoption, crashpoints, folders, imap, moves, names, traces
 from mailsync.config import Account, resolve_secret
 from mailsync.errors import (Interrupted, MailsyncError, ProtocolError, RefusedError,
                              TemporaryError)
@@ -93,12 +93,14 @@ def sync_account(account: Account, state: State, reporter: Reporter,
             folder_result.ok, folder_result.error = False, str(exc)
             folder_result.exit_code = exc.exit_code
             return folder_result, None
+        ended.append(folder_result)   # an error that ends the run names the folder
         return folder_result, folder
 
     size = 1 if options.dry_run else account.connections
     scans: dict[str, tuple[str, dict[str, Entry]]] = {}   # listings the folders may reuse
+    ended: list[FolderResult] = []   # folders done, in the order they ended
     try:
-        pairings = _folder_pairings(session, account, state, reporter, options)
+        pairings = _folder_pairings(session, account, state, reporter, options, result)
         if not options.dry_run:
             local_moves = LocalMoves(session, account, state, shared, pairings)
             local_moves.settle_interrupted_moves()   # in every mode: see there
@@ -115,6 +117,16 @@ def sync_account(account: Account, state: State, reporter: Reporter,
         _record_stamps_after_run([f for _, f in done if f is not None and f.finished],
                                  state)
         session.logout()
+    except MailsyncError as exc:
+        session.abort()
+        # The summary keeps what the folders did before the run ended (engine: partial);
+        # the run's error is the account's (so the folders listed are those done).
+        result.folders = []
+        for folder_result in ended:
+            result.folders.append(folder_result)
+            result.add(folder_result)
+        exc.partial = result
+        raise
     except BaseException:
         session.abort()
         raise
@@ -164,8 +176,6 @@ class LocalMoves:
         self.scans: dict[str, tuple[str, dict[str, Entry]]] = {}
 
     def run(self) -> None:
-        if not ({"MOVE", "UIDPLUS"} & set(self.session.capabilities)):
-            return
         changed = self._changed_folders()
         if len(changed) < 2:
             return      # a move changes two folders' directories
@@ -290,6 +300,13 @@ class LocalMoves:
 
     def _move(self, move: moves.Move) -> None:
         g, a = move.gone, move.arrival
+        if "MOVE" not in self.session.capabilities:
+            # UID COPY, then expunge: without UIDPLUS only when no other message of the
+            # source is marked \Deleted (else the folders' syncs upload the message and
+            # leave the source's copy marked, and say so).
+            self.session.select(g.folder)
+            if not self.session.expunge_is_exact([g.uid]):
+                return
         intent, = self.state.add_intents([Intent(a.folder, "upload", None, a.key, g.flags,
                                                  token=a.message_id)])
         crashpoints.step("move-journalled")
@@ -346,24 +363,102 @@ class SharedReporter:
 
 
 def _folder_pairings(session: imap.ImapSession, account: Account, state: State,
-                     reporter: Reporter, options: SyncOptions) -> list[FolderPairing]:
+                     reporter: Reporter, options: SyncOptions,
+                     result: AccountResult) -> list[FolderPairing]:
     listed = session.list_folders(with_status=True)
-    server = [folders.ServerSide(f.name, f.raw, f.delimiter) for f in listed
-              if f.selectable and f.name_ok]
+    valid = {f.name for f in listed if f.name_ok}
+    server, skipped = [], []
+    unsendable = getattr(session, "unsendable", lambda raw: False)
     for f in listed:
-        if not f.name_ok:
-            reporter.warn(f"account {account.name}: skipping server folder {f.raw!r}: "
-                          "its name is not valid modified UTF-7")
+        if not f.selectable:
+            continue
+        if unsendable(f.raw):
+            skipped.append(folders.Skipped(f.name, "its name holds a line break or NUL, "
+                                                   "which cannot be sent back to the "
+                                                   "server; rename it there"))
+        elif f.name_ok or f.name not in valid:
+            # A name that is not modified UTF-7 (raw UTF-8, a control character, R&D)
+            # is used as the server sent it; locally it is escaped like any other.
+            server.append(folders.ServerSide(f.name, f.raw, f.delimiter))
+        else:
+            skipped.append(folders.Skipped(f.name, f"the server's name {f.raw!r} is not "
+                                                   "modified UTF-7 and reads like that of "
+                                                   "another folder; rename one of them"))
     delimiter = session.delimiter or next((f.delimiter for f in listed if f.delimiter), "/")
+    namespace = folders.namespace_of(session)
     local = folders.local_maildirs(account.maildir, account.layout)
     known = {r.name: r.relpath for r in state.folder_records()}
-    pairings, skipped = folders.pair_folders(
+    pairings, more = folders.pair_folders(
         server, local, known, account.layout, options.mode,
-        options.folders or account.folders, account.exclude, delimiter)
-    for s in skipped:
-        reporter.warn(f"account {account.name}: folder {s.name}: {s.reason}")
+        options.folders or account.folders, account.exclude, delimiter, namespace)
+    for s in skipped + more:
+        shown = _printable_name(s.name)
+        reporter.warn(f"account {account.name}: folder {shown}: {s.reason}")
+        if s.fails:   # a folder the config wants, left unsynced: the run exits 1
+            result.skipped_folders.append({"name": shown, "reason": s.reason})
+            result.folders.append(FolderResult(name=shown, ok=False, exit_code=1,
+                                               error=f"folder {shown} skipped: {s.reason}"))
+    # sync --folder: the globs that select no folder, for the CLI to say so (the names
+    # it sees are the server's whole names, the globs may be the ones users see).
+    result.unmatched_globs = _unmatched_patterns(options.folders, pairings, skipped + more,
+                                                 namespace, delimiter)
     statuses = {f.name: f.status for f in listed if f.status is not None}
     return [replace(p, listed_status=statuses.get(p.name)) for p in pairings]
+
+
+def _printable_name(name: str) -> str:
+    """A server name for output: bytes that are not UTF-8 (kept as surrogates) as
+    \\xNN, control characters as escapes."""
+    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
+def _printable_name(name: str) -> str:
+    """A server name for output: bytes that are not UTF-8 (kept as surrogates) as
+    \\xNN, control characters as escapes."""
+    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
+def _printable_name(name: str) -> str:
+    """A server name for output: bytes that are not UTF-8 (kept as surrogates) as
+    \\xNN, control characters as escapes."""
+    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
+def _printable_name(name: str) -> str:
+    """A server name for output: bytes that are not UTF-8 (kept as surrogates) as
+    \\xNN, control characters as escapes."""
+    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
+def _printable_name(name: str) -> str:
+    """A server name for output: bytes that are not UTF-8 (kept as surrogates) as
+    \\xNN, control characters as escapes."""
+    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
+def _unmatched_patterns(patterns: tuple[str, ...], pairings: list[FolderPairing],
+                        skipped: list[folders.Skipped], namespace: folders.Namespace,
+                        delimiter: str | None) -> list[str]:
+    """The patterns that select none of these folders, as folders.selected matches."""
+    candidates = [p.name for p in pairings] + [s.name for s in skipped if s.fails]
+    missing = []
+    for pattern in patterns:
+        for name in candidates:
+            shown = namespace.shown(name)
+            try:
+                parts = names.server_to_components(shown, delimiter)
+            except ValueError:
+                parts = (shown,)
+            if folders.selected(name, parts, shown, namespace, (pattern,), ()):
+                break
+        else:
+            missing.append(pattern)
+    return missing
 
 
 class FolderSync:
@@ -384,8 +479,11 @@ class FolderSync:
         self.finished = False            # planned, executed and recorded
         self.changed_meanwhile = False   # a mail client changed a file this run touched
         self.stamp_before: str | None = None
-        # The UTF-8 name: the adapter encodes it (modified UTF-7) on the wire.
+        # The UTF-8 name: the adapter encodes it (modified UTF-7) on the wire, or uses
+        # the server's own spelling of a name that is not modified UTF-7.
         self.raw = pairing.name
+        if pairing.server is not None and hasattr(session, "remember_raw"):
+            session.remember_raw(pairing.name, pairing.server.raw)
         self.maildir = Maildir(folders.resolve(account.maildir, pairing.relpath))
         self.entries: dict[str, Entry] = {}
         self.window: frozenset[int] | None = None   # sync window: the server UIDs inside
@@ -908,10 +1006,19 @@ class FolderSync:
         # which the next run's plan takes as agreeing with the local deletion.
         self.session.mark_deleted(uids)
         crashpoints.step("marked-deleted")
-        self.session.expunge_marked(uids)
+        left = self.session.expunge_marked(uids) or set()
         crashpoints.step("expunged")
-        self.state.forget_pairs(self.name, [(a.uid, a.key) for a in actions])
-        self.result.deleted_remote += len(actions)
+        done = [a for a in actions if a.uid not in left]
+        self.state.forget_pairs(self.name, [(a.uid, a.key) for a in done])
+        self.result.deleted_remote += len(done)
+        if left:
+            # No UIDPLUS, and other messages are marked \Deleted: a plain EXPUNGE would
+            # remove them too. Ours stay marked (their pairs too): a later run expunges.
+            self.result.left_marked += len(left)
+            self.reporter.warn(f"{self.label}: {len(left)} message(s) deleted locally are "
+                               "only marked deleted on the server: other messages there "
+                               "are marked too and the server has no UIDPLUS to expunge "
+                               "just ours; a later run expunges them")
 
     def _delete_local(self, actions: list[DeleteLocal]) -> None:
         if not actions:

@@ -201,6 +201,8 @@ def summary_line(r: AccountResult) -> str:
         parts.append(f"{r.skipped} skipped")
     if r.left_for_later:
         parts.append(f"{r.left_for_later} left on the server for a later run (limit)")
+    if r.left_marked:
+        parts.append(f"{r.left_marked} left marked deleted on the server (expunged later)")
     return f"{r.name}: " + ", ".join(parts) + f" in {r.seconds:.1f} s"
 
 
