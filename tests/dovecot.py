@@ -336,6 +336,7 @@ class Dovecot:
         die_with_parent: bool = True,
         extra_config: str = "",
         oauth2_introspection_url: str | None = None,
+        namespace_prefix: str = "",
     ) -> None:
         self.binary = find_dovecot()
         if self.binary is None:
@@ -347,6 +348,9 @@ class Dovecot:
         self.base.mkdir(parents=True, exist_ok=True)
         self.password = password
         self.separator = separator
+        # The personal namespace's prefix: "INBOX." (with separator ".") is the layout of
+        # Courier and of older Dovecot setups; INBOX.Sent is then .Sent on disk.
+        self.namespace_prefix = namespace_prefix
         self._max_userip = mail_max_userip_connections
         self._die_with_parent = die_with_parent
         self._extra_config = extra_config
@@ -540,6 +544,7 @@ userdb {{
 namespace inbox {{
   inbox = yes
   separator = {self.separator}
+  prefix = {self.namespace_prefix}
 {mailboxes}
 }}
 
@@ -773,6 +778,8 @@ service pop3-login {{
         root = self.maildir(user)
         if folder.upper() == "INBOX":
             return root
+        if self.namespace_prefix and folder.startswith(self.namespace_prefix):
+            folder = folder[len(self.namespace_prefix):]
         parts = folder.split(self.separator)
         for p in parts:
             if not p:
