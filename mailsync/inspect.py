@@ -125,7 +125,11 @@ def show_status(accounts: list[Account], ui: Ui) -> int:
     columns = list(STATUS_COLUMNS)
     if imap_shown:
         columns.insert(1, "folder")
+    from mailsync.statusmore import add_details   # placeholders, skipped folders, watch
+    notes = add_details(accounts, data)
     ui.table("mailsync status", columns, rows, {"accounts": data}, STATUS_KINDS)
+    if notes and not ui.options.json:
+        ui.lines(notes)
     return 0
 
 
