@@ -308,7 +308,9 @@ def _choose_relpaths(mapped: list[_Mapped], local: Mapping[str, tuple[str, ...] 
     chosen: dict[str, str | None] = {}
     for m in mapped:
         recorded = known.get(m.name)
-        if recorded is not None and (recorded == m.own or recorded in m.peers):
+        # A recorded peer's path that is gone while the own one exists: renamed to it.
+        if recorded is not None and (recorded == m.own or recorded in m.peers and (
+                recorded in local or m.own not in local)):
             chosen[m.name] = recorded
     taken = {m.own for m in mapped} | set(known.values()) | set(chosen.values())
     holders = {relpath: name for name, relpath in known.items()

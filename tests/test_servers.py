@@ -387,6 +387,13 @@ def test_state_of_a_version_without_namespaces_keeps_its_folders(account, monkey
                           ).fetchall() == [("INBOX.Archive", ".INBOX.Archive")]
     finally:
         db.close()
+    # Renamed to the name without the prefix while no run went: synced there, no copy.
+    os.rename(a.maildir / ".INBOX.Archive", a.maildir / ".Archive")
+    a.remote.append(a.conf.full("Archive"), msg(3))
+    s = ok(a.sync())
+    assert (s["downloaded"], s["uploaded"], s["deleted_remote"]) == (1, 0, 0)
+    assert a.local_dirs() == [".Archive"]
+    assert len(a.local.files("Archive")) == 4
 
 
 # Capabilities ---------------------------------------------------------------------------
