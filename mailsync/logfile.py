@@ -3,7 +3,7 @@
 A line is ``TIME ACCOUNT FOLDER WHAT key=value...``: an ISO 8601 local time with
 its offset, the account, the folder ("-" for the whole account), what happened
 (sync, fetch, watch, connect, reconnect, error, stop ...) and its counts, nonzero
-ones only; a free text (an error) goes last as ``error="..."``. The file is opened
+ones only; a free text goes last as ``note="..."`` or ``error="..."``. The file is opened
 in append mode for each line, so logrotate may move it at any time (no
 copytruncate needed, no signal). Under systemd (JOURNAL_STREAM set) the stderr copy
 leaves the time out: the journal stamps each line itself.
@@ -24,7 +24,7 @@ from mailsync.model import COUNTS
 
 def format_line(account: str, folder: str | None, what: str, counts: dict | None = None,
                 error: str | None = None, when: datetime | None = None,
-                with_time: bool = True) -> str:
+                with_time: bool = True, note: str | None = None) -> str:
     parts = []
     if with_time:
         parts.append((when or datetime.now().astimezone()).isoformat(timespec="seconds"))
@@ -32,8 +32,9 @@ def format_line(account: str, folder: str | None, what: str, counts: dict | None
     for key, value in (counts or {}).items():
         if value:
             parts.append(f"{key}={value}")
-    if error:
-        parts.append("error=" + json.dumps(" ".join(error.split()), ensure_ascii=False))
+    for key, text in (("note", note), ("error", error)):
+        if text:
+            parts.append(f"{key}=" + json.dumps(" ".join(text.split()), ensure_ascii=False))
     return " ".join(parts)
 
 
@@ -54,11 +55,12 @@ class EventLog:
         self._lock = threading.Lock()
 
     def event(self, account: str, folder: str | None, what: str, counts: dict | None = None,
-              error: str | None = None, paths: Iterable[Path] = ()) -> None:
+              error: str | None = None, paths: Iterable[Path] = (),
+              note: str | None = None) -> None:
         """Write one event line; a log file that cannot be written is said once on
         stderr, never fatal."""
         now = datetime.now().astimezone()
-        line = format_line(account, folder, what, counts, error, now)
+        line = format_line(account, folder, what, counts, error, now, note=note)
         with self._lock:
             for path in [*self.paths, *(Path(p).expanduser() for p in paths)]:
                 try:
@@ -71,7 +73,7 @@ class EventLog:
             if self.to_stderr:
                 out = self.stream or sys.stderr
                 text = line if not self.journal else format_line(
-                    account, folder, what, counts, error, now, with_time=False)
+                    account, folder, what, counts, error, now, with_time=False, note=note)
                 try:
                     out.write(text + "\n")
                     out.flush()

@@ -41,7 +41,7 @@ from typing import Callable
 from mailsync import crashpoints
 from mailsync.config import Account, Config, resolve_secret
 from mailsync.errors import (EX_TEMPFAIL, EX_UNAVAILABLE, LockedError, MailsyncError,
-                             naming_account)
+                             TemporaryError, naming_account)
 from mailsync.logfile import EventLog
 from mailsync.state import AccountLock, State
 
@@ -52,6 +52,16 @@ BACKOFF_FIRST = 1.0       # seconds before the first reconnect or retry
 BACKOFF_CAP = 300.0       # never more than this between attempts
 TICK = 1.0                # loops look at the stop flag at least this often
 TRANSIENT = (EX_TEMPFAIL, EX_UNAVAILABLE)
+SUSPEND_GAP = 5.0         # seconds the machine slept (boot clock ahead of monotonic)
+
+
+def _asleep() -> float:
+    """Seconds spent suspended since boot (CLOCK_BOOTTIME counts them, CLOCK_MONOTONIC
+    does not); 0 where the boot clock is missing."""
+    try:
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - time.monotonic()
+    except (AttributeError, OSError):
+        return 0.0
 
 
 class Backoff:
@@ -120,7 +130,7 @@ class WatchReporter:
         pass
 
     def warn(self, text: str) -> None:
-        self.log.event(self.account.name, None, "warning", error=text,
+        self.log.event(self.account.name, None, "warning", note=text,
                        paths=_paths(self.account))
 
     def error(self, text: str) -> None:
@@ -293,7 +303,7 @@ class AccountWatch:
                         pass
                 except BlockingIOError:
                     pass
-            if watcher is not None and watcher.fd in ready and watcher.changed():
+            if watcher is not None and watcher.fd in ready and watcher.changed(state):
                 t = time.monotonic()
                 local_first = local_first or t
                 local_last = t
@@ -384,6 +394,7 @@ class AccountWatch:
         self._connection(label, "closed")
 
     def _idle(self, session, folder: str | None) -> None:
+        slept = _asleep()
         while not self.stop_event.is_set():
             session.idle_start()
             began = time.monotonic()
@@ -392,6 +403,11 @@ class AccountWatch:
                 if events:
                     self.ask("server " + ",".join(sorted({f or folder or "*"
                                                           for _, f in events})))
+                if _asleep() - slept > SUSPEND_GAP:
+                    # After a suspend the link is likely dead without a word (a new
+                    # address, a NAT that forgot it): reconnect and catch up at once.
+                    raise TemporaryError(f"account {self.name}: the machine was "
+                                         "suspended; reconnecting", "")
             session.idle_done()
 
     # watch.json ------------------------------------------------------------------------
@@ -452,15 +468,62 @@ class LocalWatcher:
         except OSError:
             pass   # out of watches: what is watched still is
 
-    def changed(self) -> bool:
-        """Read the queued events: True when one may concern a message or a folder."""
+    def read(self) -> list:
+        """The queued events (new folders get their watches at once)."""
         if self._inotify is None:
-            return False
+            return []
         events = self._inotify.read_events()
         if any(e.mask & 0x40000000 or e.overflow for e in events):   # a directory
             self.rewatch()
-        return any(not e.name.startswith(".") or e.mask & 0x40000000 or e.overflow
-                   or os.path.basename(e.path) in ("new", "cur") for e in events)
+        return events
+
+    def changed(self, state: State | None = None) -> bool:
+        """Read the queued events: True when one may need a sync. With the state, a
+        message event the state already agrees with (the file a sync just wrote,
+        renamed or removed) needs none: watch's own writes do not wake it again."""
+        events = self.read()
+        if state is None:
+            return bool(events)
+        try:
+            return self._disagrees(state, events)
+        except Exception:   # sqlite3.Error, a vanished folder: look, to be sure
+            return True
+
+    def _disagrees(self, state: State, events: list) -> bool:
+        from mailsync import inotify
+        from mailsync.maildir import split_name
+        folders = {os.path.normpath(os.path.join(self.root, r.relpath)): r.name
+                   for r in state.folder_records()}
+        for e in events:
+            if e.overflow or e.mask & inotify.IN_ISDIR:
+                return True
+            if e.name.startswith("."):
+                continue                    # not a message file (Maildir ignores them)
+            parent, sub = os.path.split(e.path)
+            folder = folders.get(os.path.normpath(parent))
+            if sub not in ("new", "cur") or folder is None:
+                return True
+            key, info = split_name(e.name)
+            row = state.db.execute("SELECT flags FROM pairs WHERE folder = ? AND key = ?",
+                                   (folder, key)).fetchone()
+            if e.mask & (inotify.IN_CREATE | inotify.IN_MOVED_TO):
+                if not os.path.exists(os.path.join(e.path, e.name)):
+                    continue                # renamed again: a later event says where
+                if row is None or set(row[0]) != {c for c in info if c in "DFPRST"}:
+                    return True             # a file the state does not know like this
+            elif row is not None and not self._holds(parent, key):
+                return True                 # a synced message gone: deleted or moved
+        return False
+
+    @staticmethod
+    def _holds(folder: str, key: str) -> bool:
+        if os.path.exists(os.path.join(folder, "new", key)):
+            return True
+        try:
+            return any(n == key or n.startswith(key + ":") for n in
+                       os.listdir(os.path.join(folder, "cur")))
+        except OSError:
+            return False
 
     def close(self) -> None:
         if self._inotify is not None:
@@ -503,7 +566,7 @@ class Watch:
                 last_dog = time.monotonic()
         sd_notify("STOPPING=1")
         self.log.event("-", None, "stopping",
-                       error=f"stopped by {self._signal_name()}; finishing the message "
+                       note=f"stopped by {self._signal_name()}; finishing the message "
                        "in flight")
         for a in self.accounts.values():
             a.stop()

@@ -1,0 +1,116 @@
+"""watch's parts without a server: backoff, the systemd notify socket, suspend detection
+during IDLE, and the Maildir watcher (inotify)."""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from mailsync import watch
+from mailsync.config import Account
+from mailsync.errors import TemporaryError
+
+
+def account(tmp_path: Path) -> Account:
+    return Account(name="a", protocol="imap", host="h", user="u", port=993, tls="implicit",
+                   maildir=tmp_path / "Mail", state_dir=tmp_path / "state")
+
+
+def test_backoff_doubles_up_to_its_cap():
+    b = watch.Backoff(1, 10)
+    assert [b.next() for _ in range(6)] == [1, 2, 4, 8, 10, 10]
+    b.reset()
+    assert b.next() == 1
+
+
+def test_sd_notify(tmp_path, monkeypatch):
+    assert not watch.sd_notify("READY=1")   # no NOTIFY_SOCKET: nothing, no error
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.bind(str(tmp_path / "n"))
+        monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "n"))
+        assert watch.sd_notify("READY=1")
+        assert s.recv(100) == b"READY=1"
+    name = f"@mailsync-test-{os.getpid()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.bind("\0" + name[1:])          # an abstract socket, as systemd may give
+        monkeypatch.setenv("NOTIFY_SOCKET", name)
+        assert watch.sd_notify("WATCHDOG=1")
+        assert s.recv(100) == b"WATCHDOG=1"
+
+
+def test_watchdog_interval(monkeypatch):
+    monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+    assert watch.watchdog_interval() is None
+    monkeypatch.setenv("WATCHDOG_USEC", "120000000")
+    assert watch.watchdog_interval() == 60
+    monkeypatch.setenv("WATCHDOG_PID", "1")   # meant for another process
+    assert watch.watchdog_interval() is None
+
+
+class QuietSession:
+    def __init__(self):
+        self.idles = 0
+
+    def idle_start(self):
+        self.idles += 1
+
+    def idle_wait(self, timeout):
+        time.sleep(0.01)
+        return []
+
+    def idle_done(self):
+        pass
+
+
+def test_a_suspend_during_idle_ends_the_connection(tmp_path, monkeypatch):
+    clock = iter([0.0, 0.0, 0.0, 100.0])
+    monkeypatch.setattr(watch, "_asleep", lambda: next(clock))
+    w = watch.AccountWatch(account(tmp_path), watch.EventLog(), lock=None)
+    with pytest.raises(TemporaryError, match="suspended"):
+        w._idle(QuietSession(), "INBOX")
+
+
+def test_idle_is_renewed_before_the_server_drops_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(watch, "REIDLE", 0.05)
+    w = watch.AccountWatch(account(tmp_path), watch.EventLog(), lock=None)
+    session = QuietSession()
+    original = session.idle_wait
+
+    def wait(timeout):
+        if session.idles >= 3:
+            w.stop_event.set()
+        return original(timeout)
+    session.idle_wait = wait
+    w._idle(session, "INBOX")
+    assert session.idles == 3 and watch.REIDLE < 25 * 60
+
+
+def test_the_maildir_watcher_sees_messages_and_new_folders(tmp_path):
+    acct = account(tmp_path)
+    for sub in ("cur", "new", "tmp"):
+        (acct.maildir / sub).mkdir(parents=True)
+    w = watch.LocalWatcher(acct)
+    try:
+        def changed() -> bool:
+            ready, _, _ = select.select([w.fd], [], [], 5)
+            return bool(ready) and w.changed()
+
+        (acct.maildir / "tmp" / "m1").write_text("x")
+        os.rename(acct.maildir / "tmp" / "m1", acct.maildir / "new" / "m1")
+        assert changed()
+        os.rename(acct.maildir / "new" / "m1", acct.maildir / "cur" / "m1:2,S")
+        assert changed()
+        for sub in ("cur", "new", "tmp"):
+            (acct.maildir / ".Projects" / sub).mkdir(parents=True)
+        assert changed()                   # a new folder; its new/ and cur/ now watched
+        while select.select([w.fd], [], [], 0.2)[0]:
+            w.changed()
+        (acct.maildir / ".Projects" / "new" / "m2").write_text("y")
+        assert changed()
+    finally:
+        w.close()
