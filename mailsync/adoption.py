@@ -261,22 +261,18 @@ def fetched_print(message: bytes) -> tuple[str, str]:
 
 
 class StoredMessages:
-    """The prints of the messages a Maildir already holds, each matched at most once:
-    two copies on the server of a message stored once locally store the second."""
+    """The messages a Maildir already holds, by print; each answers for one server
+    message (two copies on the server of a message stored once: the second is stored)."""
 
-    def __init__(self, messages: Iterable[bytes]) -> None:
-        self._count: dict[tuple[str, str], int] = {}
-        for message in messages:
-            p = fetched_print(message)
-            self._count[p] = self._count.get(p, 0) + 1
+    def __init__(self, messages: Iterable[tuple[str, bytes]]) -> None:
+        self._keys: dict[tuple[str, str], list[str]] = {}
+        for key, message in messages:
+            self._keys.setdefault(fetched_print(message), []).append(key)
 
     def __len__(self) -> int:
-        return sum(self._count.values())
+        return sum(len(keys) for keys in self._keys.values())
 
-    def take(self, message: bytes) -> bool:
-        """True (and one copy used up) when the Maildir already holds this message."""
-        p = fetched_print(message)
-        if self._count.get(p, 0) <= 0:
-            return False
-        self._count[p] -= 1
-        return True
+    def take(self, message: bytes) -> str | None:
+        """The key of a file holding this message (used up), or None."""
+        keys = self._keys.get(fetched_print(message))
+        return keys.pop(0) if keys else None

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from mailsync import crashpoints, pop3
+from mailsync import adoption, crashpoints, pop3
 from mailsync.config import Account, resolve_secret
 from mailsync.deliver import Deliverer, deliverer_for
 from mailsync.errors import ConfigError, Interrupted, MailsyncError, TemporaryError
@@ -71,9 +71,11 @@ def fetch_account(account: Account, state: State, reporter: Reporter, options: F
             session.quit()
             return result
         to_delete = list(plan.deletes)
+        already = _stored_by_others(state, maildir) if deliverer is None and plan.downloads \
+            else None
         try:
             to_delete += _download(session, plan, maildir, state, reporter, result, clock,
-                                   deliverer)
+                                   deliverer, already)
         finally:
             if deliverer is not None:
                 deliverer.close()
@@ -153,9 +155,29 @@ class _Batch:
         self.hashes: dict[int, "hashlib._Hash"] = {}
 
 
+def _stored_by_others(state: State, maildir: Maildir) -> adoption.StoredMessages | None:
+    """The messages of the Maildir that no run of this account stored, until one of its
+    runs has completed: a Maildir getmail, fetchmail or mpop filled, a copy, or a lost
+    state. A server message found among them is recorded, not stored twice."""
+    if state.completed_a_fetch():
+        return None
+    recorded = {seen.key for seen in state.pop_seen().values()}
+    files = [(key, entry) for key, entry in maildir.scan().items() if key not in recorded]
+    return adoption.StoredMessages((key, data) for key, entry in files
+                                   if (data := _read_or_none(maildir, entry)) is not None)
+
+
+def _read_or_none(maildir: Maildir, entry) -> bytes | None:
+    try:
+        return maildir.read(entry)
+    except OSError:
+        return None   # moved or removed by a mail client meanwhile
+
+
 def _download(session: pop3.Pop3Session, plan: FetchPlan, maildir: Maildir, state: State,
               reporter: Reporter, result: AccountResult, clock: Callable[[], float],
-              deliverer: Deliverer | None = None) -> list[ServerMessage]:
+              deliverer: Deliverer | None = None,
+              already: adoption.StoredMessages | None = None) -> list[ServerMessage]:
     """Download the plan's messages; return those now safe to delete on the server."""
     deletable: list[ServerMessage] = []
     if not plan.downloads:
@@ -167,7 +189,7 @@ def _download(session: pop3.Pop3Session, plan: FetchPlan, maildir: Maildir, stat
         for batch in _batches(plan.downloads):
             if deliverer is None:
                 stored = _download_batch(session, batch, maildir, state, reporter, result,
-                                         known_hashes, clock)
+                                         known_hashes, clock, already)
             else:
                 stored = _deliver_batch(session, batch, deliverer, state, reporter, result,
                                         known_hashes, clock)
@@ -193,7 +215,8 @@ def _batches(messages: tuple[ServerMessage, ...]) -> list[list[ServerMessage]]:
 
 def _download_batch(session: pop3.Pop3Session, batch: list[ServerMessage], maildir: Maildir,
                     state: State, reporter: Reporter, result: AccountResult,
-                    known_hashes: set[str], clock: Callable[[], float]) -> list[ServerMessage]:
+                    known_hashes: set[str], clock: Callable[[], float],
+                    already: adoption.StoredMessages | None = None) -> list[ServerMessage]:
     by_number = {m.number: m for m in batch}
     b = _Batch()
 
@@ -231,14 +254,18 @@ def _download_batch(session: pop3.Pop3Session, batch: list[ServerMessage], maild
     if b.uids:
         maildir.make_durable()   # before the intents are recorded and the files renamed
     duplicates = _drop_known_content(b, maildir, known_hashes)
-    fresh = [n for n in b.uids if n not in duplicates]
-    state.record_pending((b.uids[n], b.keys[n]) for n in fresh)
+    found = _drop_already_stored(b, maildir, already, duplicates) if already else {}
+    fresh = [n for n in b.uids if n not in duplicates and n not in found]
+    state.record_pending([(b.uids[n], b.keys[n]) for n in fresh]
+                         + [(b.uids[n], key) for n, key in found.items()])
     crashpoints.step("recorded")
     maildir.publish(b.keys[n] for n in fresh)
     crashpoints.step("published")
-    state.confirm_pending((b.uids[n] for n in fresh), now=clock())
+    state.confirm_pending([b.uids[n] for n in fresh] + [b.uids[n] for n in found],
+                          now=clock())
     crashpoints.step("confirmed")
     result.downloaded += len(fresh)
+    result.paired += len(found)
     if stop is not None:
         raise stop
     return [by_number[n] for n in b.uids]
@@ -255,6 +282,22 @@ def _drop_known_content(b: _Batch, maildir: Maildir, known_hashes: set[str]) -> 
             duplicates.add(number)
         known_hashes.add(uid)
     return duplicates
+
+
+def _drop_already_stored(b: _Batch, maildir: Maildir, already: adoption.StoredMessages,
+                         duplicates: set[int]) -> dict[int, str]:
+    """The messages of the batch the Maildir already holds (message number -> the key of
+    that file): their downloaded copies are discarded, the old files stand for them."""
+    found = {}
+    for number in b.uids:
+        if number in duplicates:
+            continue
+        with open(maildir.path / "tmp" / b.keys[number], "rb") as f:
+            key = already.take(f.read())
+        if key is not None:
+            maildir.discard_tmp(b.keys[number])
+            found[number] = key
+    return found
 
 
 class _HashingSink:

@@ -418,6 +418,15 @@ class State:
             return None
         return row[1] if row[1] is not None else row[2]
 
+    def completed_a_fetch(self) -> bool:
+        """An earlier POP3 run of the account ended well with nothing left for later: every
+        message the server had then was stored or recorded."""
+        row = self.db.execute(
+            "SELECT 1 FROM runs WHERE exit_code = 0 "
+            "AND json_extract(summary, '$.protocol') = 'pop3' "
+            "AND coalesce(json_extract(summary, '$.left_for_later'), 0) = 0 LIMIT 1").fetchone()
+        return row is not None
+
     def last_run(self) -> dict | None:
         row = self.db.execute("SELECT command, started, finished, exit_code, error, summary "
                               "FROM runs ORDER BY id DESC LIMIT 1").fetchone()

@@ -125,7 +125,7 @@ def require(tool: str) -> None:
     import pytest
     if shutil.which(tool):
         return
-    package = {"mbsync": "isync", "offlineimap": "offlineimap3"}.get(tool, tool)
+    package = {"mbsync": "isync", "offlineimap": "offlineimap3", "getmail": "getmail6"}.get(tool, tool)
     message = f"{tool} is not installed (apt-get install {package})"
     if _in_ci():
         pytest.fail(message, pytrace=False)

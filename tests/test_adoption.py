@@ -161,20 +161,20 @@ def getmail_copy(message: bytes) -> bytes:
 
 
 def test_a_message_another_pop3_tool_stored_is_known_by_id_and_body():
-    stored = adoption.StoredMessages([getmail_copy(A), B.replace(b"\n", b"\r\n")])
+    stored = adoption.StoredMessages([("g", getmail_copy(A)), ("b", B.replace(b"\n", b"\r\n"))])
     assert len(stored) == 2
-    assert stored.take(A) and stored.take(B)
-    assert not stored.take(A)            # each stored copy answers for one server message
-    assert not stored.take(NO_ID)
+    assert stored.take(A) == "g" and stored.take(B) == "b"
+    assert stored.take(A) is None        # each stored copy answers for one server message
+    assert stored.take(NO_ID) is None
 
 
 def test_an_edited_body_under_the_same_message_id_is_not_known():
-    stored = adoption.StoredMessages([A])
-    assert not stored.take(A.replace(b"Body A.", b"Body A!"))
+    stored = adoption.StoredMessages([("a", A)])
+    assert stored.take(A.replace(b"Body A.", b"Body A!")) is None
 
 
 def test_messages_without_id_and_one_body_are_told_apart_by_date_from_subject():
     notice = b"From: ci@example.net\nSubject: build passed\nDate: Mon, 1 Jan 2024 10:00 +0000\n\nok\n"
     later = notice.replace(b"10:00", b"11:00")
-    stored = adoption.StoredMessages([getmail_copy(notice)])
-    assert not stored.take(later) and stored.take(notice)
+    stored = adoption.StoredMessages([("n", getmail_copy(notice))])
+    assert stored.take(later) is None and stored.take(notice) == "n"
