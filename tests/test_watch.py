@@ -181,3 +181,19 @@ def test_sigterm_during_the_first_pass_exits_0_with_the_state_recorded(imap_acco
     assert done.code == 0, done.err
     assert len(setup.local.bodies()) == 300
     assert len(set(setup.local.bodies())) == 300
+
+
+def test_one_failing_account_never_stops_the_others(imap_account):
+    setup = imap_account()
+    with open(setup.acct.config, "a") as f:   # a second account whose server is down
+        f.write('[accounts.down]\nprotocol = "imap"\nhost = "127.0.0.1"\nport = 1\n'
+                'user = "x"\npassword = "x"\ntls = "none"\nallow_plaintext = true\n'
+                f'maildir = "{setup.acct.maildir.parent / "down"}"\n'
+                f'state_dir = "{setup.acct.state_dir.parent / "down-state"}"\n')
+    with Watching(setup.acct) as w:
+        w.wait(lambda: "down - sync-failed" in w.output(), "the failing account")
+        w.connected("NOTIFY")
+        setup.remote.append("INBOX", A)
+        w.wait(lambda: setup.local.bodies() == [A], "the other account's delivery")
+        w.wait(lambda: w.output().count("down - disconnected") >= 2, "retries, backing off")
+        assert w.stop() == 0, w.output()
