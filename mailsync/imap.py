@@ -60,6 +60,11 @@ MAX_PARSED_LITERAL = 64 << 20    # largest literal imaplib may hold (names, flag
 BODY_BATCH_COUNT = 200           # messages per body FETCH
 BODY_BATCH_BYTES = 16 << 20      # bytes per body FETCH (a bigger message goes alone)
 TEMPORARY_CODES = ("[UNAVAILABLE]", "[INUSE]", "[LIMIT]")
+# A provider's throttling answers (Gmail, Microsoft 365, Yahoo): wait, then retry.
+THROTTLE_SIGNS = ("[THROTTLED]", "[OVERQUOTA]", "Suggested Backoff Time",
+                  "Too many simultaneous connections", "[UNAVAILABLE]")
+THROTTLE_WAIT = 5.0              # seconds waited when the server suggests no time
+MAX_THROTTLE_WAIT = 60.0         # waited in all, per run, before giving up (exit 75)
 
 # Maildir letter <-> IMAP flag, the only flags mailsync ever sets or clears.
 LETTER_FLAGS = {"D": "\\Draft", "F": "\\Flagged", "P": "$Forwarded", "R": "\\Answered",
@@ -76,6 +81,35 @@ class CommandRefused(MailsyncError):
     """The server answered NO (folder missing, quota, read-only): this folder fails."""
 
     exit_code = EX_PARTIAL
+
+
+class Throttled(TemporaryError):
+    """The server throttles this client (too many connections, commands or bytes):
+    `delay` is the wait it suggests, in seconds."""
+
+    def __init__(self, message: str, hint: str = "", delay: float = THROTTLE_WAIT) -> None:
+        super().__init__(message, hint)
+        self.delay = delay
+
+
+def throttle_delay(text: str) -> float | None:
+    """The wait a throttling answer asks for (its "Suggested Backoff Time: N ms", else
+    THROTTLE_WAIT), or None when text is not a throttling answer."""
+    if not any(sign.lower() in text.lower() for sign in THROTTLE_SIGNS):
+        return None
+    m = re.search(r"Suggested Backoff Time:\s*(\d+)\s*(ms|milliseconds|s)?", text, re.I)
+    if m is None:
+        return THROTTLE_WAIT
+    value = int(m.group(1))
+    return value / 1000 if (m.group(2) or "ms").lower() != "s" else float(value)
+
+
+def _throttled(label: str, what: str, text: str) -> "Throttled | None":
+    delay = throttle_delay(text)
+    if delay is None:
+        return None
+    return Throttled(f"{label}: {what}: the server is throttling: {text}",
+                     f"retry in {max(1, round(delay))} s or later", delay)
 
 
 class MissingCapability(ProtocolError):
@@ -420,8 +454,9 @@ def connect(account: Account, secret: str, trace: Trace | None = None,
                                  f"connection before its greeting: {text}",
                                  "retry later") from None
         if "BYE" in text:
-            raise TemporaryError(f"{label}: {account.host} turned the connection away: {text}",
-                                 "retry later") from None
+            raise _throttled(label, "connecting", text) or TemporaryError(
+                f"{label}: {account.host} turned the connection away: {text}",
+                "retry later") from None
         implicit = account.tls == "implicit"
         if greeting_protocol(plain_greeting(account, tls=implicit)) == "pop3":
             raise mismatch_error(account, "pop3", implicit) from None
@@ -444,6 +479,22 @@ def connect(account: Account, secret: str, trace: Trace | None = None,
     except BaseException:
         _close_quietly(client)
         raise
+
+
+def connect_waiting(account: Account, secret: str, trace: Trace | None = None,
+                    sleep: Callable[[float], None] | None = None) -> "ImapSession":
+    """connect(), waiting as a throttling server asks and trying again, MAX_THROTTLE_WAIT
+    seconds in all; then its Throttled (exit 75) says when to retry."""
+    import time
+    waited = 0.0
+    while True:
+        try:
+            return connect(account, secret, trace)
+        except Throttled as exc:
+            if waited + exc.delay > MAX_THROTTLE_WAIT:
+                raise
+            (sleep or time.sleep)(exc.delay)
+            waited += exc.delay
 
 
 def _hiding(trace: Trace, secret: str) -> Trace:
@@ -502,6 +553,9 @@ def _login(client: IMAPClient, account: Account, secret: str) -> None:
     except imaplib.IMAP4.error as exc:
         text = _clean(str(exc))
         text = text.replace(secret, "<redacted>") if secret else text
+        throttled = _throttled(label, "login", text)
+        if throttled is not None:
+            raise throttled from None
         if any(code in text for code in TEMPORARY_CODES):
             raise TemporaryError(f"{label}: the server cannot log in now: {text}",
                                  "retry later") from None
@@ -661,6 +715,9 @@ class ImapSession:
 
     def _refusal(self, what: str, text: str) -> MailsyncError:
         text = _clean(text)
+        throttled = _throttled(self.label, what, text)
+        if throttled is not None:        # before BAD: Microsoft throttles with a BAD
+            return throttled
         if " command error: BAD" in text or "got more than" in text or "illegal in state" in text:
             return ProtocolError(f"{self.label}: {what} rejected: {text}",
                                  "the server and mailsync disagree on the protocol; report it")

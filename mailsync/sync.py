@@ -63,7 +63,7 @@ def sync_account(account: Account, state: State, reporter: Reporter,
     shared = SharedReporter(reporter, account.name)
     trace = shared.trace if shared.tracing else None
     secret = resolve_secret(account)
-    session = imap.connect(account, secret, trace)
+    session = imap.connect_waiting(account, secret, trace)
 
     def open_helper() -> tuple[imap.ImapSession, State]:
         helper = imap.connect(account, secret, trace)

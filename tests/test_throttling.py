@@ -1,0 +1,118 @@
+"""A throttling provider (issue 16): `[THROTTLED]`, `Suggested Backoff Time`, `Too many
+simultaneous connections`, `[UNAVAILABLE]`, `[OVERQUOTA]` are waited on within a bound
+(MAX_THROTTLE_WAIT) when they refuse the connection, and end the run with exit 75 and
+when to retry otherwise; never a protocol error (65), never a partial state."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from mailsync import imap
+from tests.fakeserver import FakeRun, FakeServer, imap_script
+
+MESSAGES = {1: b"Subject: one\nMessage-ID: <1@x>\n\nfirst\n",
+            2: b"Subject: two\nMessage-ID: <2@x>\n\nsecond\n"}
+CAPS = "IMAP4rev1 UIDPLUS AUTH=PLAIN"
+
+
+def refuse_first_logins(times: int, answer: str):
+    """A LOGIN answer refusing the first `times` logins with `answer`, then accepting."""
+    seen = {"logins": 0}
+    lock = threading.Lock()
+
+    def login(conn, tag, line) -> bool:
+        with lock:
+            seen["logins"] += 1
+            refused = seen["logins"] <= times
+        if refused:
+            conn.send(answer.replace("{tag}", tag))
+            return True            # and hang up, as Microsoft does
+        conn.send(f"{tag} OK [CAPABILITY {CAPS}] logged in")
+        return False
+
+    return login, seen
+
+
+@pytest.mark.parametrize("answer", [
+    "{tag} NO [THROTTLED] Suggested Backoff Time: 300 ms",
+    "{tag} BAD Request is throttled. Suggested Backoff Time: 300 ms",
+])
+def test_a_throttled_login_is_waited_on_then_the_run_goes_on(tmp_path, answer):
+    login, seen = refuse_first_logins(2, answer)
+    run = FakeRun(tmp_path, "imap", connections=1)
+    started = time.monotonic()
+    with FakeServer(imap_script({"LOGIN": login}, capabilities=CAPS,
+                                messages=MESSAGES)) as server:
+        result = run.run(server, "--json", "sync")
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["accounts"][0]["downloaded"] == 2
+    assert seen["logins"] == 3
+    assert time.monotonic() - started >= 0.6          # it did wait, as asked
+    assert len(run.stored()) == 2
+
+
+def test_a_backoff_beyond_the_bound_ends_at_once_with_75(tmp_path):
+    login, _ = refuse_first_logins(99, "{tag} BAD Request is throttled. "
+                                       "Suggested Backoff Time: 120000 ms")
+    run = FakeRun(tmp_path, "imap")
+    started = time.monotonic()
+    with FakeServer(imap_script({"LOGIN": login}, capabilities=CAPS,
+                                messages=MESSAGES)) as server:
+        result = run.run(server, "sync")
+    assert result.code == 75, result.err
+    assert time.monotonic() - started < 20
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1 and "throttl" in lines[0] and "retry in 120 s" in lines[0], lines
+    assert run.stored() == []
+
+
+@pytest.mark.parametrize("answer", [
+    "{tag} BAD Request is throttled. Suggested Backoff Time: 500 ms",
+    "{tag} NO [OVERQUOTA] Account exceeded command or bandwidth limits",
+    "{tag} NO [UNAVAILABLE] Temporary server problem",
+])
+def test_throttled_mid_run_ends_with_75_and_the_next_run_converges(tmp_path, answer):
+    run = FakeRun(tmp_path, "imap")
+    with FakeServer(imap_script({"UID FETCH BODY.PEEK[]": [answer]}, capabilities=CAPS,
+                                messages=MESSAGES)) as server:
+        result = run.run(server, "--json", "sync")
+    assert result.code == 75, result.err               # not 65: the server did no wrong
+    assert run.stored() == []
+    with FakeServer(imap_script(capabilities=CAPS, messages=MESSAGES)) as server:
+        again = run.run(server, "--json", "sync")
+        last = run.run(server, "--json", "sync")
+    assert again.code == 0, again.err
+    assert json.loads(again.out)["accounts"][0]["downloaded"] == 2
+    assert len(run.stored()) == 2
+    assert json.loads(last.out)["accounts"][0]["downloaded"] == 0
+
+
+@pytest.mark.parametrize("text, delay", [
+    ("NO [THROTTLED] slow down", imap.THROTTLE_WAIT),
+    ("BAD Request is throttled. Suggested Backoff Time: 2500 ms", 2.5),
+    ("* BYE Too many simultaneous connections. (Failure)", imap.THROTTLE_WAIT),
+    ("NO [OVERQUOTA] Account exceeded command or bandwidth limits", imap.THROTTLE_WAIT),
+    ("NO [UNAVAILABLE] try later", imap.THROTTLE_WAIT),
+    ("NO [TRYCREATE] no such folder", None),
+    ("BAD parse error", None),
+])
+def test_throttling_answers_are_recognised(text, delay):
+    assert imap.throttle_delay(text) == delay
+
+
+def test_connect_waiting_stays_within_its_bound(monkeypatch):
+    calls, slept = [], []
+
+    def throttled(*args, **kwargs):
+        calls.append(1)
+        raise imap.Throttled("throttled", "later", 20.0)
+
+    monkeypatch.setattr(imap, "connect", throttled)
+    with pytest.raises(imap.Throttled):
+        imap.connect_waiting(None, "", None, sleep=slept.append)
+    assert slept == [20.0, 20.0, 20.0] and sum(slept) <= imap.MAX_THROTTLE_WAIT
+    assert len(calls) == 4
