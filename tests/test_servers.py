@@ -478,3 +478,17 @@ def test_no_command_of_an_extension_the_server_lacks(account):
             assert command not in line, line
     assert sorted(a.server()) == sorted([msg(2), msg(3)])
     assert list(a.server("Archive")) == [msg(1)]
+
+
+@pytest.mark.parametrize("conf", ["prefix", "cyrus-classic"], indirect=True)
+def test_folders_shows_local_folders_without_the_prefix(account):
+    a = account()
+    a.remote.create(a.conf.full("Archive"))
+    from mailsync.cli import main
+    a.capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        main(["-c", str(a.config), "--json", "folders", "test"])
+    assert done.value.code == 0
+    rows = {r["server_folder"]: r for r in json.loads(a.capsys.readouterr().out)["folders"]}
+    assert rows[a.conf.full("Archive")]["local_folder"] == str(a.maildir / ".Archive")
+    assert "new" in rows[a.conf.full("Archive")]["note"]
