@@ -208,3 +208,35 @@ def imap_account(make_account):
     yield make
     for setup in made:
         setup.remote.close()
+
+
+# ===========================================================================
+# The fast part: `pytest -m "not server"` runs every test that talks to no server
+# (real or fake) and runs no peer tool; under a minute. A test is a server test when
+# it uses a fixture that starts one, when its module starts one itself (it names one
+# of SERVER_MODULES), or when it says so with @pytest.mark.server.
+# ===========================================================================
+SERVER_FIXTURES = {"dovecot", "cyrus"}
+SERVER_MODULES = ("tests.dovecot", "tests.cyrus", "tests.fakeserver", "tests.proxy",
+                  "tests.oauthserver", "tests.peers", "Dovecot(")
+_starts_servers: dict[str, bool] = {}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "server: talks to a server (Dovecot, Cyrus, a fake "
+                                       "or a proxy) or runs a peer tool; the fast part is "
+                                       "-m 'not server'")
+
+
+def _module_starts_servers(path: Path) -> bool:
+    if str(path) not in _starts_servers:
+        text = path.read_text(encoding="utf-8")
+        _starts_servers[str(path)] = any(name in text for name in SERVER_MODULES)
+    return _starts_servers[str(path)]
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if (SERVER_FIXTURES & set(getattr(item, "fixturenames", ()))
+                or _module_starts_servers(Path(str(item.fspath)))):
+            item.add_marker(pytest.mark.server)
