@@ -155,6 +155,7 @@ class RemoteMeta:
     internaldate: datetime | None    # aware, in the server's offset
     message_id: str | None = None    # only with with_message_id=True
     modseq: int | None = None        # with CONDSTORE
+    gm_msgid: int | None = None      # Gmail (X-GM-EXT-1): the message's id in every label
 
 
 # Pure helpers ---------------------------------------------------------------------------
@@ -612,6 +613,7 @@ class ImapSession:
             caps = client.capabilities()
         self.capabilities = frozenset(c.decode("ascii", "replace").upper()
                                       if isinstance(c, bytes) else str(c).upper() for c in caps)
+        self.gmail = "X-GM-EXT-1" in self.capabilities   # labels as folders, X-GM-MSGID
         self.condstore = False
         if "CONDSTORE" in self.capabilities and "ENABLE" in self.capabilities:
             self.condstore = self._enable("CONDSTORE")
@@ -903,6 +905,8 @@ class ImapSession:
         items = ["UID", "FLAGS", "RFC822.SIZE"] + (["INTERNALDATE"] if with_date else [])
         if self.condstore:
             items.append("MODSEQ")
+        if self.gmail:
+            items.append("X-GM-MSGID")
         if with_message_id:
             items.append("BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]")
         out: dict[int, RemoteMeta] = {}
@@ -927,7 +931,7 @@ class ImapSession:
         if not self.condstore:
             raise MissingCapability(f"{self.label}: the server lacks CONDSTORE",
                                     "use fetch_meta instead")
-        items = "(UID FLAGS RFC822.SIZE MODSEQ)"
+        items = "(UID FLAGS RFC822.SIZE MODSEQ" + (" X-GM-MSGID)" if self.gmail else ")")
         with self._guard("FETCH CHANGEDSINCE"):
             answers = self._uid_fetch("1:*", items, f"(CHANGEDSINCE {int(since_modseq)})")
         return {uid: self._meta(uid, data, False) for uid, data in answers.items()}
@@ -952,10 +956,13 @@ class ImapSession:
             if header is not None and not isinstance(header, bytes):
                 self._garbage(f"Message-ID header of UID {uid}", header)
             message_id = parse_message_id(header)
+        gm_msgid = data.get(b"X-GM-MSGID")
+        if gm_msgid is not None and not self._number_ok(gm_msgid, 1, (1 << 64) - 1):
+            self._garbage(f"X-GM-MSGID of UID {uid}", gm_msgid)
         return RemoteMeta(uid=uid, flags=letters, keywords=keywords, size=size,
                           internaldate=_to_datetime(data.get(b"INTERNALDATE"))
                           if b"INTERNALDATE" in data else None,
-                          message_id=message_id, modseq=modseq)
+                          message_id=message_id, modseq=modseq, gm_msgid=gm_msgid)
 
     def _garbage(self, what: str, value: Any) -> None:
         raise ProtocolError(f"{self.label}: the server sent a malformed {what}: "

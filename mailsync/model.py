@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 COUNTS = ("downloaded", "uploaded", "deleted_local", "deleted_remote", "flags_changed",
-          "skipped", "bytes_downloaded", "paired", "left_for_later", "left_marked")
+          "skipped", "bytes_downloaded", "paired", "left_for_later", "left_marked", "copied")
 
 
 @dataclass
@@ -20,6 +20,7 @@ class Counts:
     paired: int = 0     # a first sync's messages found on both sides and recorded, not copied
     left_for_later: int = 0   # POP3 limit: new messages left on the server for a later run
     left_marked: int = 0      # IMAP without UIDPLUS: deleted locally, left marked \\Deleted
+    copied: int = 0           # Gmail: stored from another label's copy, not downloaded again
 
     def add(self, other: "Counts") -> None:
         for name in COUNTS:

@@ -87,7 +87,7 @@ def sync_account(account: Account, state: State, reporter: Reporter,
         try:
             folder = FolderSync(resource[0], account, resource[1], shared, options, pairing,
                                 folder_result, result.plan, on_work=busy,
-                                listed=scans.get(pairing.name))
+                                listed=scans.get(pairing.name), gmail_store=gmail_store)
             folder.run()
         except (RefusedError, imap.CommandRefused, folders.UnsafeFolderPath) as exc:
             folder_result.ok, folder_result.error = False, str(exc)
@@ -96,7 +96,12 @@ def sync_account(account: Account, state: State, reporter: Reporter,
         ended.append(folder_result)   # an error that ends the run names the folder
         return folder_result, folder
 
-    size = 1 if options.dry_run else account.connections
+    # Gmail: one message in several labels (folders) is downloaded once, then copied
+    # locally (gmail_store: X-GM-MSGID -> where it was stored); one connection, so that
+    # no two folders fetch the same message at once.
+    gmail_store: dict[int, tuple[Maildir, str]] | None = \
+        {} if getattr(session, "gmail", False) else None
+    size = 1 if options.dry_run or gmail_store is not None else account.connections
     scans: dict[str, tuple[str, dict[str, Entry]]] = {}   # listings the folders may reuse
     ended: list[FolderResult] = []   # folders done, in the order they ended
     try:
@@ -468,8 +473,11 @@ class FolderSync:
                  reporter: Reporter, options: SyncOptions, pairing: FolderPairing,
                  result: FolderResult, plan_lines: list[str],
                  on_work: Callable[[], None] = lambda: None,
-                 listed: tuple[str, dict[str, Entry]] | None = None) -> None:
+                 listed: tuple[str, dict[str, Entry]] | None = None,
+                 gmail_store: dict[int, tuple[Maildir, str]] | None = None) -> None:
         self.session, self.account, self.state = session, account, state
+        self.gmail_store = gmail_store
+        self.gm_ids: dict[int, int] = {}   # UID -> X-GM-MSGID (Gmail)
         self.listed = listed   # (stamp, entries) of a listing earlier in this run
         self.on_work = on_work
         self.reporter, self.options, self.pairing = reporter, options, pairing
@@ -619,6 +627,7 @@ class FolderSync:
         if not _modseq_usable(record, status) or self._windowed():
             # A window needs every message's date: the whole folder, every run.
             metas = self.session.fetch_meta(with_date=bool(self.account.max_age))
+            self._note_gm_ids(metas)
             self.window = self._window_of(metas)
             return {uid: RemoteMsg(uid, m.flags, m.size) for uid, m in metas.items()}
         # After a completed run the last-synced flags are the server's flags; only
@@ -628,6 +637,7 @@ class FolderSync:
         if status.highestmodseq == record.highestmodseq and status.uidnext == record.uidnext:
             return known
         changed = self.session.fetch_changed(record.highestmodseq)
+        self._note_gm_ids(changed)
         present = self.session.search_all()
         remote = {uid: msg for uid, msg in known.items() if uid in present}
         remote.update({uid: RemoteMsg(uid, m.flags, m.size) for uid, m in changed.items()
@@ -635,8 +645,13 @@ class FolderSync:
         strays = present - set(remote)
         if strays:   # not paired and not changed: cannot happen, but never guess
             metas = self.session.fetch_meta(sorted(strays))
+            self._note_gm_ids(metas)
             remote.update({uid: RemoteMsg(uid, m.flags, m.size) for uid, m in metas.items()})
         return remote
+
+    def _note_gm_ids(self, metas: dict[int, imap.RemoteMeta]) -> None:
+        self.gm_ids.update({uid: m.gm_msgid for uid, m in metas.items()
+                            if getattr(m, "gm_msgid", None) is not None})
 
     def _local_snapshot(self, last: list[Pair]) -> dict[str, LocalMsg]:
         placeholders = {p.key for p in last if p.placeholder}
@@ -689,6 +704,7 @@ class FolderSync:
         those both sides share: the plan then adds on each side the flags the other
         has, and no flag is lost."""
         metas = self.session.fetch_meta(with_message_id=True)
+        self._note_gm_ids(metas)
         remote = {uid: RemoteMsg(uid, m.flags, m.size) for uid, m in metas.items()}
         found, local = self._pair_by_content(metas, self.entries, status.uidvalidity)
         pairs = [Pair(uid, key, remote[uid].flags & self._managed_flags(key),
@@ -857,10 +873,12 @@ class FolderSync:
 
         sizes = {u: remote[u].size for u in by_uid}
         stop: MailsyncError | None = None
+        copied: set[int] = set()
         try:
-            full = [i.uid for i in intents if not i.placeholder]
+            copied = self._copy_stored(intents, sink_for, complete, remote)
+            full = [i.uid for i in intents if not i.placeholder and i.uid not in copied]
             heads = [i.uid for i in intents if i.placeholder]
-            delivered = self.session.fetch_bodies(full, sink_for, done, sizes=sizes)
+            delivered = copied | self.session.fetch_bodies(full, sink_for, done, sizes=sizes)
             delivered |= self.session.fetch_bodies(heads, _PlaceholderSinks(sink_for), done,
                                                    headers_only=True, sizes=sizes)
         except (Interrupted, TemporaryError) as exc:
@@ -887,9 +905,43 @@ class FolderSync:
         self.maildir.sync_dirs()
         crashpoints.step("download-published")
         self.state.complete(self.name, intents, pairs)
-        self.result.downloaded += len(pairs)
+        copies = sum(1 for p in pairs if p.uid in copied)
+        self.result.downloaded += len(pairs) - copies
+        self.result.copied += copies
+        if self.gmail_store is not None:
+            for p in pairs:
+                gm_id = self.gm_ids.get(p.uid)
+                if gm_id is not None and not p.placeholder:
+                    self.gmail_store.setdefault(gm_id, (self.maildir, p.key))
         if stop is not None:
             raise stop
+
+    def _copy_stored(self, intents: list[Intent], sink_for: Callable[[int], TmpFile],
+                     complete: set[int], remote: dict[int, RemoteMsg]) -> set[int]:
+        """Gmail: the messages of this batch already stored under another label this run,
+        copied from there instead of downloaded again (the UIDs done)."""
+        if not self.gmail_store:
+            return set()
+        copied = set()
+        for intent in intents:
+            stored = self.gmail_store.get(self.gm_ids.get(intent.uid, -1))
+            if intent.placeholder or stored is None:
+                continue
+            maildir, key = stored
+            entry = maildir.find(key)
+            try:
+                data = maildir.read(entry) if entry is not None else None
+            except OSError:
+                data = None    # moved or deleted by a mail client: downloaded instead
+            if data is None:
+                continue
+            tmp = sink_for(intent.uid)
+            tmp.write(data)
+            tmp.close(durable=False)
+            complete.add(intent.uid)
+            copied.add(intent.uid)
+            self.reporter.transferred(remote[intent.uid].size)
+        return copied
 
     def _upgrade(self, actions: list[UpgradePlaceholder], remote: dict[int, RemoteMsg]) -> None:
         """Upgrades are downloads in the summary: in the progress too."""

@@ -203,6 +203,8 @@ def summary_line(r: AccountResult) -> str:
         parts.append(f"{r.left_for_later} left on the server for a later run (limit)")
     if r.left_marked:
         parts.append(f"{r.left_marked} left marked deleted on the server (expunged later)")
+    if r.copied:
+        parts.append(f"{r.copied} copied from another label's folder")
     return f"{r.name}: " + ", ".join(parts) + f" in {r.seconds:.1f} s"
 
 

@@ -94,7 +94,8 @@ class FakeSession:
         f = self.server.folders[name]
         return FolderStatus(f.uidvalidity, f.uidnext, len(f.messages), None)
 
-    def fetch_meta(self, uids="1:*", with_message_id: bool = False) -> dict[int, RemoteMeta]:
+    def fetch_meta(self, uids="1:*", with_message_id: bool = False,
+                   with_date: bool = False) -> dict[int, RemoteMeta]:
         wanted = self.selected.messages if uids == "1:*" else uids
         out = {}
         for uid in wanted:

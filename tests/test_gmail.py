@@ -1,0 +1,83 @@
+"""Gmail (X-GM-EXT-1): a message in several labels is downloaded once (issue 16).
+
+Gmail shows each label as a folder and `[Gmail]/All Mail` holds every message; a message
+has one X-GM-MSGID in all of them. A fake session (tests/test_sync_names.py's in-memory
+server, with X-GM-EXT-1 and X-GM-MSGID added) stands in for Gmail; the sync runs
+in-process through engine.run_account.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import Counter
+from dataclasses import replace
+
+from mailsync import imap
+from tests.corpus import make_message
+from tests.test_sync_names import FakeServer, FakeSession, fake  # noqa: F401 (fixture)
+
+ALL_MAIL = "[Gmail]/All Mail"
+LABELS = {"Work": range(0, 400), "Family": range(300, 700), "Receipts": range(650, 1000)}
+
+
+class GmailServer(FakeServer):
+    def __init__(self, delimiter: str | None) -> None:
+        super().__init__(delimiter)
+        self.fetched: Counter[bytes] = Counter()   # body -> times downloaded
+
+
+class GmailSession(FakeSession):
+    capabilities = frozenset({"IMAP4REV1", "X-GM-EXT-1"})
+    gmail = True
+
+    def fetch_meta(self, uids="1:*", with_message_id: bool = False, **kwargs):
+        metas = super().fetch_meta(uids, with_message_id)
+        return {uid: replace(m, gm_msgid=zlib.crc32(self.selected.messages[uid][0]) + 1)
+                for uid, m in metas.items()}
+
+    def fetch_changed(self, since):
+        return self.fetch_meta()
+
+    def fetch_bodies(self, uids, sink_for, done, headers_only=False, sizes=None):
+        got = super().fetch_bodies(uids, sink_for, done, headers_only, sizes)
+        for uid in got:
+            self.server.fetched[self.selected.messages[uid][0]] += 1
+        return got
+
+
+def gmail(fake, monkeypatch):
+    s = fake("maildir++", "/")
+    server = GmailServer("/")
+    s.server = server
+    monkeypatch.setattr(imap, "connect",
+                        lambda account, secret, trace=None, **kw: GmailSession(server))
+    return s
+
+
+def test_a_message_in_several_labels_is_downloaded_once(fake, monkeypatch):
+    s = gmail(fake, monkeypatch)
+    bodies = [make_message(i, size=200) for i in range(1000)]
+    s.server.folder("INBOX")
+    everything = s.server.folder(ALL_MAIL)
+    for body in bodies:
+        everything.add(body)
+    for label, members in LABELS.items():
+        folder = s.server.folder(label)
+        for i in members:
+            folder.add(bodies[i], "S" if i % 2 else "")
+
+    result = s.sync()
+    assert result.ok, result.error
+    assert sorted(s.server.fetched) == sorted(bodies)          # every message ...
+    assert set(s.server.fetched.values()) == {1}                # ... downloaded once
+    memberships = 1000 + sum(len(m) for m in LABELS.values())
+    assert (result.downloaded, result.copied) == (1000, memberships - 1000)
+    assert s.local_bodies(ALL_MAIL) == sorted(bodies)
+    for label, members in LABELS.items():                      # every label complete
+        assert s.local_bodies(label) == sorted(bodies[i] for i in members), label
+
+    again = s.sync()
+    assert again.ok, again.error
+    assert (again.downloaded, again.copied, again.uploaded) == (0, 0, 0)
+    assert not [entry for entry in s.server.log if entry[0] == "append"]
+    assert set(s.server.fetched.values()) == {1}
