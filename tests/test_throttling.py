@@ -116,3 +116,31 @@ def test_connect_waiting_stays_within_its_bound(monkeypatch):
         imap.connect_waiting(None, "", None, sleep=slept.append)
     assert slept == [20.0, 20.0, 20.0] and sum(slept) <= imap.MAX_THROTTLE_WAIT
     assert len(calls) == 4
+
+
+def test_an_extra_connection_refused_is_done_without(tmp_path):
+    """Gmail's "Too many simultaneous connections" for a second connection: the run
+    goes on with the one it has, without waiting."""
+    seen = {"logins": 0}
+    lock = threading.Lock()
+
+    def login(conn, tag, line) -> bool:
+        with lock:
+            seen["logins"] += 1
+            first = seen["logins"] == 1
+        if not first:
+            conn.send(f"{tag} NO [ALERT] Too many simultaneous connections. (Failure)")
+            return True
+        conn.send(f"{tag} OK [CAPABILITY {CAPS}] logged in")
+        return False
+
+    run = FakeRun(tmp_path, "imap", connections=2)
+    started = time.monotonic()
+    with FakeServer(imap_script({"LOGIN": login}, capabilities=CAPS, messages=MESSAGES,
+                                folders=["INBOX", "A", "B", "C"])) as server:
+        result = run.run(server, "--json", "sync")
+    assert result.code == 0, result.err
+    summary = json.loads(result.out)["accounts"][0]
+    assert summary["downloaded"] == 2 and len(summary["folders"]) == 4
+    assert time.monotonic() - started < imap.THROTTLE_WAIT
+    assert seen["logins"] == 2                          # the helper was refused once
