@@ -732,6 +732,11 @@ class ImapSession:
         self._broken = True
         _close_quietly(self._client)
 
+    @property
+    def broken(self) -> bool:
+        """The connection is lost or no longer usable (a refusal leaves it usable)."""
+        return self._broken
+
     def _uid_command(self, name: str, *args: str, ok_codes: tuple[str, ...] = ()
                      ) -> tuple[str, list]:
         """Send UID <name> args; NO raises unless its text has one of ok_codes."""

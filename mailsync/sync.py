@@ -636,7 +636,18 @@ class FolderSync:
         known = {p.uid: RemoteMsg(p.uid, p.flags, 0) for p in last if p.uid is not None}
         if status.highestmodseq == record.highestmodseq and status.uidnext == record.uidnext:
             return known
-        changed = self.session.fetch_changed(record.highestmodseq)
+        try:
+            changed = self.session.fetch_changed(record.highestmodseq)
+        except (imap.CommandRefused, ProtocolError) as exc:
+            if getattr(self.session, "broken", True):
+                raise
+            # HIGHESTMODSEQ reported but CHANGEDSINCE refused (Yahoo): the whole folder
+            # is looked at instead, never a guess from a partial answer.
+            self.reporter.detail(f"{self.label}: the server refused CHANGEDSINCE "
+                                 f"({exc.message}); looking at every message instead")
+            metas = self.session.fetch_meta()
+            self._note_gm_ids(metas)
+            return {uid: RemoteMsg(uid, m.flags, m.size) for uid, m in metas.items()}
         self._note_gm_ids(changed)
         present = self.session.search_all()
         remote = {uid: msg for uid, msg in known.items() if uid in present}

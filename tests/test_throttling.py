@@ -144,3 +144,30 @@ def test_an_extra_connection_refused_is_done_without(tmp_path):
     assert summary["downloaded"] == 2 and len(summary["folders"]) == 4
     assert time.monotonic() - started < imap.THROTTLE_WAIT
     assert seen["logins"] == 2                          # the helper was refused once
+
+
+def test_a_refused_changedsince_falls_back_to_a_full_look(tmp_path):
+    """Yahoo reports HIGHESTMODSEQ but refuses CHANGEDSINCE: the folder is looked at in
+    full (exit 0), never a protocol error (65) or a guess."""
+    caps = "IMAP4rev1 UIDPLUS ENABLE CONDSTORE AUTH=PLAIN"
+
+    def server(modseq: int, overrides: dict | None = None, log=None) -> FakeServer:
+        answers = {"ENABLE": ["* ENABLED CONDSTORE", "{tag} OK enabled"],
+                   "SELECT": ["* 2 EXISTS", "* OK [UIDVALIDITY 1] v", "* OK [UIDNEXT 3] n",
+                              f"* OK [HIGHESTMODSEQ {modseq}] m",
+                              "{tag} OK [READ-WRITE] done"],
+                   **(overrides or {})}
+        return FakeServer(imap_script(answers, capabilities=caps, messages=MESSAGES, log=log))
+
+    run = FakeRun(tmp_path, "imap")
+    with server(10) as first:
+        assert run.run(first, "sync").code == 0
+    log: list[str] = []
+    refused = {"UID FETCH CHANGEDSINCE": ["{tag} BAD Invalid arguments (CHANGEDSINCE)"]}
+    with server(11, refused, log) as second:
+        result = run.run(second, "--json", "sync")
+    assert result.code == 0, result.err
+    assert any("CHANGEDSINCE" in line for line in log)
+    summary = json.loads(result.out)["accounts"][0]
+    assert (summary["downloaded"], summary["deleted_local"]) == (0, 0)
+    assert len(run.stored()) == 2
