@@ -68,7 +68,7 @@ def show_imap_folders(account: Account, ui: Ui) -> int:
         delimiter = session.delimiter or next((f.delimiter for f in listed if f.delimiter),
                                               "/")
         server = [folders.ServerSide(f.name, f.raw, f.delimiter) for f in listed
-                  if f.selectable and f.name_ok]
+                  if f.selectable and not session.unsendable(f.raw)]
         local = folders.local_maildirs(account.maildir, account.layout)
         namespace = folders.namespace_of(session)
         pairings, skipped = folders.pair_folders(
@@ -79,8 +79,8 @@ def show_imap_folders(account: Account, ui: Ui) -> int:
         for f in listed:
             count, note = None, ""
             local_path = None
-            if not f.name_ok:
-                note = "skipped: the name is not valid modified UTF-7"
+            if session.unsendable(f.raw):
+                note = "skipped: its name holds a line break or NUL, which cannot be sent back"
             elif not f.selectable:
                 note = "not selectable (holds only folders)"
             else:

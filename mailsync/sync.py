@@ -84,6 +84,7 @@ def sync_account(account: Account, state: State, reporter: Reporter,
     def sync_folder(pairing: FolderPairing, resource: tuple[imap.ImapSession, State],
                     busy) -> tuple[FolderResult, FolderSync | None]:
         folder_result = FolderResult(name=pairing.name)
+        begun.append(folder_result)   # a run that ends early reports what each stored
         try:
             folder = FolderSync(resource[0], account, resource[1], shared, options, pairing,
                                 folder_result, result.plan, on_work=busy,
@@ -92,8 +93,9 @@ def sync_account(account: Account, state: State, reporter: Reporter,
         except (RefusedError, imap.CommandRefused, folders.UnsafeFolderPath) as exc:
             folder_result.ok, folder_result.error = False, str(exc)
             folder_result.exit_code = exc.exit_code
+            ended.add(id(folder_result))
             return folder_result, None
-        ended.append(folder_result)   # an error that ends the run names the folder
+        ended.add(id(folder_result))
         return folder_result, folder
 
     # Gmail: one message in several labels (folders) is downloaded once, then copied
@@ -103,7 +105,8 @@ def sync_account(account: Account, state: State, reporter: Reporter,
         {} if getattr(session, "gmail", False) else None
     size = 1 if options.dry_run or gmail_store is not None else account.connections
     scans: dict[str, tuple[str, dict[str, Entry]]] = {}   # listings the folders may reuse
-    ended: list[FolderResult] = []   # folders done, in the order they ended
+    begun: list[FolderResult] = []   # folders begun, in the order they began
+    ended: set[int] = set()          # id() of those that ended (done or refused)
     try:
         pairings = _folder_pairings(session, account, state, reporter, options, result)
         if not options.dry_run:
@@ -124,10 +127,11 @@ def sync_account(account: Account, state: State, reporter: Reporter,
         session.logout()
     except MailsyncError as exc:
         session.abort()
-        # The summary keeps what the folders did before the run ended (engine: partial);
-        # the run's error is the account's (so the folders listed are those done).
-        result.folders = []
-        for folder_result in ended:
+        # The summary keeps what each folder begun had stored (engine: partial); one
+        # that did not end fails with the run's exit status (the error is the account's).
+        for folder_result in begun:
+            if id(folder_result) not in ended:
+                folder_result.ok, folder_result.exit_code = False, exc.exit_code
             result.folders.append(folder_result)
             result.add(folder_result)
         exc.partial = result

@@ -108,8 +108,8 @@ class Ui:
     def _failure(self, r: AccountResult) -> None:
         """One line per failed folder (a refusal's reason and hint each on their own
         line), else the account's one line."""
-        failed = [f for f in r.folders or [] if not f.ok]
-        if not failed:
+        failed = [f for f in r.folders or [] if not f.ok and f.error]
+        if not failed or r.exit_code != 1:   # a run that an error ended: its one line
             self.error(r.error or "failed")
             return
         for f in failed:

@@ -371,7 +371,7 @@ def test_uidvalidity_change(account):
 
 def test_summary_keeps_counts_when_a_folder_breaks_the_run(account, monkeypatch):
     """A folder whose server breaks the protocol ends the run (65), but the summary
-    still counts what the folders before it did and lists them."""
+    still counts what the folders begun did and lists them."""
     a = account(connections=1)
     for n in range(2):
         a.remote.append("INBOX", msg(n))
@@ -393,7 +393,8 @@ def test_summary_keeps_counts_when_a_folder_breaks_the_run(account, monkeypatch)
     first, second = ran
     assert by_name[first]["ok"] and by_name[first]["downloaded"] > 0
     assert s["downloaded"] == by_name[first]["downloaded"]
-    assert second not in by_name                   # the account's error is the run's
+    assert not by_name[second]["ok"] and by_name[second]["exit_code"] == 65
+    assert by_name[second]["error"] is None        # the run's error is the account's
 
 
 # Namespaces -----------------------------------------------------------------------------
