@@ -1025,6 +1025,16 @@ class FolderSync:
                 raise ProtocolError(f"{self.label}: cannot learn the UID of an uploaded "
                                     "message (no UIDPLUS, no Message-ID)",
                                     "the next run settles it; report the server")
+            if getattr(self.session, "gmail", False) and not self.session.fetch_meta([uid]):
+                # Gmail accepts the APPEND of a message it holds under another label and
+                # drops it (a new UID every time): kept locally, never uploaded again, and
+                # never taken for a message expunged on the server.
+                self.state.complete(self.name, [intent], [Pair(None, action.key, action.flags)])
+                self.result.skipped += 1
+                self.reporter.warn(f"{self.label}: Gmail dropped the upload of {action.key} "
+                                   "(it has the message under another label); kept "
+                                   "locally, not uploaded again")
+                continue
             self.state.complete(self.name, [intent], [action.pair_after(uid=uid)])
             self.result.uploaded += 1
 

@@ -81,3 +81,45 @@ def test_a_message_in_several_labels_is_downloaded_once(fake, monkeypatch):
     assert (again.downloaded, again.copied, again.uploaded) == (0, 0, 0)
     assert not [entry for entry in s.server.log if entry[0] == "append"]
     assert set(s.server.fetched.values()) == {1}
+
+
+class DroppingGmailSession(GmailSession):
+    """Gmail's APPEND of a message it already holds (under any label): OK with a new UID,
+    and nothing stored."""
+
+    def append(self, folder, message, flags=frozenset(), internaldate=None):
+        held = {body for f in self.server.folders.values() for body, _ in f.messages.values()}
+        if message in held:
+            self.server.log.append(("dropped", folder, message))
+            target = self.server.folders[folder]
+            target.uidnext += 1
+            return target.uidnext - 1
+        return super().append(folder, message, flags, internaldate)
+
+
+def test_an_upload_gmail_drops_is_neither_repeated_nor_deleted(fake, monkeypatch):
+    s = fake("maildir++", "/")
+    server = GmailServer("/")
+    s.server = server
+    monkeypatch.setattr(imap, "connect",
+                        lambda account, secret, trace=None, **kw: DroppingGmailSession(server))
+    bodies = [make_message(i, size=200) for i in range(3)]
+    server.folder("INBOX")
+    for name in (ALL_MAIL, "Work"):
+        for body in bodies:
+            server.folder(name).add(body)
+    server.folder("Family")
+    assert s.sync().ok
+    # The user copies a Work message into Family: Gmail drops that upload.
+    work, family = s.local_path("Work"), s.local_path("Family")
+    source = next(p for sub in ("new", "cur") for p in (work / sub).iterdir())
+    (family / "cur" / "copied.x:2,S").write_bytes(source.read_bytes())
+    first = s.sync()
+    assert first.ok, first.error
+    assert (first.uploaded, first.skipped) == (0, 1)
+    assert len([e for e in server.log if e[0] == "dropped"]) == 1
+    for _ in range(2):                                  # no loop, no local deletion
+        again = s.sync()
+        assert again.ok and (again.uploaded, again.deleted_local) == (0, 0)
+    assert len([e for e in server.log if e[0] == "dropped"]) == 1
+    assert (family / "cur" / "copied.x:2,S").exists()
