@@ -208,6 +208,9 @@ def account(conf, tmp_path, capsys):
         a.remote.close()
 
 
+NO_ID = b"Subject: a note without a Message-ID\nFrom: me@example.org\n\nbody\n"
+
+
 def msg(n: int) -> bytes:
     return make_message(n, size=600)
 
@@ -275,14 +278,15 @@ def test_uploads_and_new_folders_both_ways(account):
     a.remote.append("INBOX", msg(0))
     ok(a.sync())
     a.local.deliver("INBOX", msg(1), "S")
+    a.local.deliver("INBOX", NO_ID)                # found again by size and header
     a.local.deliver("Foo", msg(2))                 # a folder made by a local mail client
     a.local.deliver("Foo/Bar", msg(3))
     a.remote.create(a.conf.full("Server Made"))
     a.remote.append(a.conf.full("Server Made"), msg(4))
 
     s = ok(a.sync())
-    assert (s["uploaded"], s["downloaded"]) == (3, 1)
-    assert a.server("INBOX") == {msg(0): "", msg(1): "S"}
+    assert (s["uploaded"], s["downloaded"]) == (4, 1)
+    assert a.server("INBOX") == {msg(0): "", msg(1): "S", NO_ID: ""}
     # New local folders are created under the personal prefix (CREATE INBOX.Foo).
     assert a.server("Foo") == {msg(2): ""}
     assert a.server("Foo/Bar") == {msg(3): ""}
