@@ -15,7 +15,7 @@ import threading
 
 import pytest
 
-from mailsync import folders, names
+from mailsync import folders, imap, names
 from mailsync.folders import Namespace, ServerSide, pair_folders
 from tests.conftest import write_config
 from tests.corpus import make_message
@@ -215,3 +215,30 @@ def test_no_prefix_other_namespaces_by_prefix():
     assert sorted(found) == ["INBOX", "Sent"]
     assert ns.shown("Sent") == "Sent" and ns.outside("#shared/team")
     assert not folders.Namespace("INBOX.").outside("inbox")
+
+
+# NAMESPACE answers ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("answer, expected", [
+    (['* NAMESPACE (("INBOX." ".")) (("user." ".")) (("" "."))', "{tag} OK done"],
+     imap.Namespaces("INBOX.", ".", (("user.", "."),))),
+    (['* NAMESPACE (("" "/")) (("Other Users/" "/")) (("Shared Folders/" "/"))',
+      "{tag} OK done"],
+     imap.Namespaces("", "/", (("Other Users/", "/"), ("Shared Folders/", "/")))),
+    (['* NAMESPACE NIL NIL NIL', "{tag} OK done"], imap.Namespaces("", "/", ())),
+    (["{tag} NO not today"], imap.Namespaces("", "/", ())),
+    (['* NAMESPACE (("INBOX." "." "X-EXT" ("a"))) NIL NIL', "{tag} OK done"],
+     imap.Namespaces("", "/", ())),                       # unreadable: no namespace
+])
+def test_namespace_answers(tmp_path, answer, expected):
+    run = FakeRun(tmp_path, "imap")
+    with FakeServer(imap_script({"NAMESPACE": answer},
+                                capabilities="IMAP4rev1 UIDPLUS NAMESPACE AUTH=PLAIN")) as server:
+        from mailsync.config import load_config
+        run.run(server, "check")                          # writes the config
+        account = load_config(run.config).accounts["test"]
+        session = imap.connect(account, account.password)
+        try:
+            assert session.namespaces == expected
+        finally:
+            session.logout()
