@@ -497,3 +497,28 @@ def test_folders_shows_local_folders_without_the_prefix(account):
     rows = {r["server_folder"]: r for r in json.loads(a.capsys.readouterr().out)["folders"]}
     assert rows[a.conf.full("Archive")]["local_folder"] == str(a.maildir / ".Archive")
     assert "new" in rows[a.conf.full("Archive")]["note"]
+
+
+@pytest.mark.parametrize("conf", ["trimmed"], indirect=True)
+def test_a_local_move_beside_another_clients_mark(account):
+    """No MOVE, no UIDPLUS, and another client's \\Deleted mark in the source: the COPY
+    and expunge would not be exact, so the message is uploaded to its new folder and its
+    old copy left marked (said, exit 0) until the mark is gone."""
+    a = account()
+    a.remote.create("Archive")
+    for n in range(3):
+        a.remote.append("INBOX", msg(n))
+    ok(a.sync())
+    other = a.remote.uid_of("INBOX", msg(1))
+    a.remote.set_flags("INBOX", other, add="T")
+    a.local.move("INBOX", msg(0), "Archive")
+    s = ok(a.sync())
+    assert (s["uploaded"], s["left_marked"], s["deleted_remote"]) == (1, 1, 0)
+    assert list(a.server("Archive")) == [msg(0)]
+    assert a.server()[msg(0)] == "T" and a.server()[msg(1)] == "T"
+    a.remote.set_flags("INBOX", other, remove="T")
+    s = ok(a.sync())
+    assert (s["deleted_remote"], s["left_marked"], s["uploaded"]) == (1, 0, 0)
+    assert sorted(a.server()) == sorted([msg(1), msg(2)])
+    assert a.local.bodies("INBOX") == sorted([msg(1), msg(2)])
+    assert a.local.bodies("Archive") == [msg(0)]
