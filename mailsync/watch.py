@@ -157,10 +157,10 @@ def read_status(account: Account) -> dict | None:
     try:
         data = json.loads(status_path(account).read_text())
         os.kill(int(data["pid"]), 0)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
     except PermissionError:   # alive, another user's
         pass
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
     return data
 
 
@@ -564,6 +564,9 @@ class Watch:
                     all(a.alive() for a in self.accounts.values()):
                 sd_notify("WATCHDOG=1")
                 last_dog = time.monotonic()
+            if not any(a.alive() for a in self.accounts.values()):
+                self.log.event("-", None, "stopped", note="no account is left to watch")
+                return 1   # each one's failure was logged
         sd_notify("STOPPING=1")
         self.log.event("-", None, "stopping",
                        note=f"stopped by {self._signal_name()}; finishing the message "
