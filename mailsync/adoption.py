@@ -30,10 +30,11 @@ from typing import Callable, Iterable, Mapping
 
 __all__ = ["RemotePrint", "LocalPrint", "HeaderPrint", "comparable", "header_print",
            "body_hash", "server_size", "pair_by_content", "first_sync_refusal",
-           "MASS_COPY_HINT", "header_field", "fetched_print", "StoredMessages"]
+           "MASS_COPY_HINT", "unpaired_alike", "header_field", "fetched_print", "StoredMessages"]
 
 MASS_COPY_HINT = "rerun with --allow-mass-copy if these are different messages"
 GUARD_MIN_MESSAGES = 5   # below this on either side, copying all of it surprises nobody
+UNRELATED_MIN_MESSAGES = 50   # this many unrelated messages on each side: the wrong Maildir?
 
 _TUID_LINE = re.compile(rb"^X-TUID:[^\n]*\n(?:[ \t][^\n]*\n)*", re.I | re.M)
 
@@ -226,18 +227,38 @@ def _drop_paired(pairs: Iterable[tuple[int, str]], remote: dict, local: dict) ->
         local.pop(key, None)
 
 
+def unpaired_alike(remote_ids: Mapping[int, str | None], local: Mapping[str, LocalPrint],
+                   pairs: Iterable[tuple[int, str]]) -> int:
+    """How many unpaired files carry a Message-ID that an unpaired server message carries
+    too: the same messages, changed on one side (a sign the pairing found too little)."""
+    pairs = list(pairs)
+    paired_uids, paired_keys = {u for u, _ in pairs}, {k for _, k in pairs}
+    ids = {mid for uid, mid in remote_ids.items() if uid not in paired_uids and mid}
+    return sum(1 for key, lp in local.items()
+               if key not in paired_keys and lp.message_id in ids)
+
+
 def first_sync_refusal(server_count: int, local_count: int, paired: int,
-                       downloads: int, uploads: int) -> str | None:
-    """Why a first sync of a folder full on both sides should wait for the user: the
-    pairing found too little (under half of the smaller side), so the run would copy
-    most of one side to the other: most likely not the same mailbox, or messages the
-    other tool changed. None when it may go ahead."""
+                       downloads: int, uploads: int, alike: int) -> str | None:
+    """Why a first sync of a folder full on both sides should wait for the user, or None.
+
+    It waits when the pairing found under half of the smaller side and either most of
+    what did not pair is the same mail changed (alike: Message-IDs on both sides; e.g.
+    another tool rewrote the messages) or the smaller side is large (another mailbox's
+    Maildir?). A few unrelated messages on one side (drafts a mail client saved) are
+    simply copied."""
     smaller = min(server_count, local_count)
     if smaller < GUARD_MIN_MESSAGES or 2 * paired >= smaller or not downloads + uploads:
         return None
+    changed = 2 * alike >= smaller - paired
+    if not changed and smaller < UNRELATED_MIN_MESSAGES:
+        return None
+    why = (f"{alike} of the others have a Message-ID found on both sides but differ in "
+           "content (changed by another tool?)" if changed else
+           "the rest have nothing in common (another mailbox's Maildir?)")
     return (f"refused: a first sync with mail on both sides found only {paired} of the "
-            f"{local_count} local and {server_count} server messages on both sides; it "
-            f"would download {downloads} and upload {uploads}; {MASS_COPY_HINT}")
+            f"{local_count} local and {server_count} server messages on both sides; {why}; "
+            f"it would download {downloads} and upload {uploads}; {MASS_COPY_HINT}")
 
 
 # POP3 -------------------------------------------------------------------------------------

@@ -498,6 +498,7 @@ class FolderSync:
             session.remember_raw(pairing.name, pairing.server.raw)
         self.maildir = Maildir(folders.resolve(account.maildir, pairing.relpath))
         self.entries: dict[str, Entry] = {}
+        self.unpaired_alike = 0   # a first sync's files the pairing missed, see _adopt
         self.window: frozenset[int] | None = None   # sync window: the server UIDs inside
 
     # Orchestration ----------------------------------------------------------------------
@@ -724,6 +725,8 @@ class FolderSync:
         found, local = self._pair_by_content(metas, self.entries, status.uidvalidity)
         pairs = [Pair(uid, key, remote[uid].flags & self._managed_flags(key),
                       local[key].placeholder) for uid, key in found]
+        self.unpaired_alike = adoption.unpaired_alike(
+            {uid: m.message_id for uid, m in metas.items()}, local, found)
         return remote, pairs
 
     def _pair_by_content(self, metas: dict[int, imap.RemoteMeta], keys: Iterable[str],
@@ -744,7 +747,8 @@ class FolderSync:
         """Refuse a first sync whose pairing found too little, else record its pairs
         (in one transaction, before any transfer: a crash leaves an ordinary folder)."""
         refusal = adoption.first_sync_refusal(len(remote), len(self.entries), len(pairs),
-                                              plan.counts.download, plan.counts.upload)
+                                              plan.counts.download, plan.counts.upload,
+                                              self.unpaired_alike)
         if refusal and not self.options.allow_mass_copy:
             raise RefusedError(f"{self.label}: {refusal}")
         self.result.paired = len(pairs)

@@ -110,13 +110,26 @@ def test_a_placeholder_pairs_by_message_id_and_the_size_it_names():
     assert found == [(1, "p")]
 
 
-def test_refusal_only_when_two_full_folders_share_too_little():
+def test_refusal_when_the_pairing_missed_the_same_mail_changed_by_another_tool():
     refuse = adoption.first_sync_refusal
-    assert refuse(100, 90, 0, 100, 90) and "--allow-mass-copy" in refuse(100, 90, 0, 100, 90)
-    assert refuse(100, 90, 85, 15, 5) is None        # most found: a few new on each side
-    assert refuse(1000, 10, 10, 990, 0) is None      # the small side all found
-    assert refuse(3, 4, 0, 3, 4) is None             # too few to be a surprise
-    assert refuse(100, 90, 0, 0, 0) is None          # nothing would be copied
+    changed = refuse(100, 90, 0, 100, 90, alike=90)
+    assert changed and "--allow-mass-copy" in changed and "differ in content" in changed
+    assert refuse(100, 90, 85, 15, 5, alike=5) is None       # most found: a few new each side
+    assert refuse(1000, 10, 10, 990, 0, alike=0) is None     # the small side all found
+    assert refuse(3, 4, 0, 3, 4, alike=4) is None            # too few to be a surprise
+    assert refuse(100, 90, 0, 0, 0, alike=90) is None        # nothing would be copied
+
+
+def test_refusal_when_two_large_folders_have_nothing_in_common():
+    refuse = adoption.first_sync_refusal
+    assert "nothing in common" in refuse(400, 300, 0, 400, 300, alike=0)
+    assert refuse(40, 8, 0, 40, 8, alike=0) is None          # a few drafts of the user's own
+
+
+def test_unpaired_alike_counts_files_whose_message_id_an_unpaired_server_message_has():
+    local = local_prints({"x": A, "y": B, "z": NO_ID})
+    assert adoption.unpaired_alike({1: "<a@x>", 2: "<b@x>"}, local, [(2, "y")]) == 1
+    assert adoption.unpaired_alike({1: "<a@x>"}, local, [(1, "x")]) == 0
 
 
 # Traces -----------------------------------------------------------------------------------

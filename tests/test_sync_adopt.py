@@ -118,19 +118,36 @@ def test_same_message_id_with_different_bodies_is_never_paired_wrongly(imap_acco
     agree(s)
 
 
+def rewritten(message: bytes) -> bytes:
+    """The message as a tool that re-wraps bodies would have stored it: same Message-ID,
+    other bytes."""
+    return message.replace(b"\n\n", b"\n\n[stored by another tool]\n", 1)
+
+
 def test_pairing_that_finds_too_little_stops_and_names_the_override(imap_account):
     s = imap_account()
-    s.acct.server.seed(s.acct.user, make_corpus(8))
-    for message in make_corpus(6, seed=9):
-        s.local.deliver("INBOX", message)
+    corpus = make_corpus(8)
+    s.acct.server.seed(s.acct.user, corpus)
+    for message in corpus[:6]:
+        s.local.deliver("INBOX", rewritten(message))
     refused = s.sync()
     assert refused.code == 1
     folder = refused.json["accounts"][0]["folders"][0]
-    assert "--allow-mass-copy" in folder["error"]
+    assert "--allow-mass-copy" in folder["error"] and "differ in content" in folder["error"]
     assert "download 8" in folder["error"] and "upload 6" in folder["error"]
     assert len(s.remote.bodies()) == 8 and len(s.local.bodies()) == 6   # nothing moved
     allowed = summary(s.sync("--allow-mass-copy"))
     assert (allowed["downloaded"], allowed["uploaded"]) == (8, 6)
+    agree(s)
+
+
+def test_a_few_unrelated_local_messages_are_simply_copied(imap_account):
+    s = imap_account()
+    s.acct.server.seed(s.acct.user, make_corpus(20))
+    for message in make_corpus(6, seed=9):        # drafts of the user's own, say
+        s.local.deliver("INBOX", message)
+    done = summary(s.sync())
+    assert (done["downloaded"], done["uploaded"], done["paired"]) == (20, 6, 0)
     agree(s)
 
 
