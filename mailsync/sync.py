@@ -422,34 +422,6 @@ def _printable_name(name: str) -> str:
     return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
-def _printable_name(name: str) -> str:
-    """A server name for output: bytes that are not UTF-8 (kept as surrogates) as
-    \\xNN, control characters as escapes."""
-    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
-
-
-def _printable_name(name: str) -> str:
-    """A server name for output: bytes that are not UTF-8 (kept as surrogates) as
-    \\xNN, control characters as escapes."""
-    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
-
-
-def _printable_name(name: str) -> str:
-    """A server name for output: bytes that are not UTF-8 (kept as surrogates) as
-    \\xNN, control characters as escapes."""
-    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
-
-
-def _printable_name(name: str) -> str:
-    """A server name for output: bytes that are not UTF-8 (kept as surrogates) as
-    \\xNN, control characters as escapes."""
-    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
-
-
 def _unmatched_patterns(patterns: tuple[str, ...], pairings: list[FolderPairing],
                         skipped: list[folders.Skipped], namespace: folders.Namespace,
                         delimiter: str | None) -> list[str]:
