@@ -24,6 +24,7 @@ from __future__ import annotations
 import ast
 import imaplib
 import re
+import select
 import socket
 import ssl
 from contextlib import contextmanager
@@ -31,7 +32,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
-from mailsync import adoption, fastimport
+from mailsync import fastimport
 
 fastimport.imapclient_without_metadata()   # before the first import of imapclient
 
@@ -236,7 +237,15 @@ def _set_ranges(text: str) -> list[tuple[int, float]]:
 
 def parse_message_id(header: bytes | None) -> str | None:
     """The Message-ID from a HEADER.FIELDS (MESSAGE-ID) answer (unfolded), or None."""
-    return adoption.header_field(header, "message-id")
+    if not header:
+        return None
+    text = header.decode("utf-8", "replace").replace("\r\n", "\n")
+    text = re.sub(r"\n[ \t]+", " ", text)
+    for line in text.split("\n"):
+        name, sep, value = line.partition(":")
+        if sep and name.strip().lower() == "message-id":
+            return value.strip() or None
+    return None
 
 
 def redact(line: str) -> str:
@@ -1247,35 +1256,38 @@ class ImapSession:
         return [e for e in events if e[0] != "OK"]
 
     def _idle_check(self, timeout: float) -> list:
-        """imapclient's idle_check, except that a closed connection raises (imapclient
-        takes its EOF for "nothing more to read" and would poll a dead socket)."""
-        eof: list[BaseException] = []
-        get_line = self._imap._get_line
+        """The responses the server sent during IDLE, each read whole (literals too) on
+        the socket as it is, blocking with the account's timeout once data is there.
 
-        def watched() -> bytes:
-            try:
-                return get_line()
-            except imaplib.IMAP4.abort as exc:
-                if "EOF" in str(exc):
-                    eof.append(exc)
-                raise
-        self._imap._get_line = watched
-        try:
-            responses = self._client.idle_check(timeout)
-        finally:
-            del self._imap._get_line
-        if eof and self._closed_by_peer():
-            raise imaplib.IMAP4.abort("socket error: EOF")
-        return responses
-
-    def _closed_by_peer(self) -> bool:
+        Not imapclient's idle_check: it reads a non-blocking TLS socket line by line,
+        and a response split across TLS records loses its first part (the buffered
+        reader drops it when the read raises "want read"); it also takes a closed
+        connection for "nothing more to read" and would poll a dead socket."""
+        from imapclient.imapclient import _parse_untagged_response
         sock = self._client.socket()
-        if isinstance(sock, ssl.SSLSocket):
-            return True          # TLS reads "EOF" only at the end of the stream
-        try:                     # a plain socket reads "EOF" when merely drained too
-            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-        except BlockingIOError:
-            return False
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN | select.POLLPRI)
+
+        def waiting(ms: int) -> bool:
+            pending = sock.pending() if isinstance(sock, ssl.SSLSocket) else 0
+            return pending > 0 or bool(poller.poll(ms))
+
+        if not waiting(max(0, int(timeout * 1000))):
+            return []
+        responses = []
+        while True:
+            line = self._imap._get_response()   # EOF raises: the connection is gone
+            if line is not None:
+                try:
+                    responses.append(_parse_untagged_response(line))
+                except Exception:   # not one we can read: still a sign of change
+                    responses.append((b"OTHER",))
+            if not waiting(0):
+                break
+        ur = self._imap.untagged_responses   # read here, not kept: IDLE may last days
+        for key in [k for k in ur if k != "READ-ONLY"]:
+            del ur[key]
+        return responses
 
     def idle_done(self) -> None:
         """End IDLE (DONE) and wait for its tagged answer."""
