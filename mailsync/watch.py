@@ -351,14 +351,19 @@ class AccountWatch:
             session = None
             try:
                 session = imap.connect(self.account, resolve_secret(self.account))
-                if folder is None and not session.notify_set():
-                    folders = list(self.account.watch_folders) or ["INBOX"]
-                    folder, label = folders[0], folders[0]
-                    for other in folders[1:]:
-                        self._start_listener(other)
-                if folder is not None:
+                folders = list(self.account.watch_folders) or ["INBOX"]
+                if folder is None:
+                    # NOTIFY with the first watch folder selected: its changes come as
+                    # in IDLE, the other folders' as NOTIFY's STATUS answers.
+                    session.select(folders[0], readonly=True)
+                    if not session.notify_set(selected=True):
+                        folder, label = folders[0], folders[0]
+                        for other in folders[1:]:
+                            self._start_listener(other)
+                else:
                     session.select(folder, readonly=True)
-                how = "NOTIFY" if folder is None else f"IDLE {folder}"
+                how = f"NOTIFY, {folders[0]} selected" if folder is None \
+                    else f"IDLE {folder}"
                 self._connection(label, f"connected ({how})")
                 if connected_before:
                     self.log.event(self.name, folder, "reconnected",

@@ -28,9 +28,10 @@ def test_status_shows_placeholders_and_the_watch(imap_account):
     with Watching(setup.acct) as w:
         w.connected("NOTIFY")
         done = setup.acct.run("status")
-        assert f"test: watch running (pid {w.proc.pid}): *: connected (NOTIFY)" in done.out
+        assert (f"test: watch running (pid {w.proc.pid}): *: connected (NOTIFY, INBOX "
+                "selected)") in done.out
         data = setup.acct.run("--json", "status").json["accounts"][0]
-        assert data["watch"]["connection"] == "*: connected (NOTIFY)"
+        assert data["watch"]["connection"] == "*: connected (NOTIFY, INBOX selected)"
         assert data["watch"]["last_result"] == "ok"
         assert w.stop() == 0
     assert "watch running" not in setup.acct.run("status").out
