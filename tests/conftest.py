@@ -18,28 +18,14 @@ if str(_ROOT) not in sys.path:  # make `import tests.dovecot` / `import mailsync
 # test isolates itself with a fresh user name (any name logs in with
 # dovecot.password).  Missing dovecot: skip locally, fail under CI=true.
 # ===========================================================================
-from tests.dovecot import Dovecot, require_dovecot  # noqa: E402
+from tests.dovecot import Dovecot, private_dovecot  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def dovecot():
     """The session's running :class:`tests.dovecot.Dovecot` instance."""
-    try:
-        available = require_dovecot()
-    except RuntimeError as exc:  # CI=true and dovecot/openssl missing
-        pytest.fail(str(exc), pytrace=False)
-    if not available:
-        pytest.skip("dovecot (or openssl) not installed")
-    server = Dovecot()  # own temp dir under /tmp, removed by stop()
-    try:
-        server.start()
-    except Exception:
-        server.stop()
-        raise
-    try:
+    with private_dovecot() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -75,7 +75,9 @@ import subprocess
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 __all__ = [
     "Dovecot",
@@ -148,6 +150,25 @@ def require_dovecot() -> bool:
     if _in_ci():
         raise RuntimeError("test server prerequisites missing: " + ", ".join(missing))
     return False
+
+
+@contextmanager
+def private_dovecot(**options) -> Iterator["Dovecot"]:
+    """A started Dovecot of the caller's own (options as Dovecot takes them), stopped by
+    pid afterwards. Without Dovecot the test is skipped, or failed under CI=true."""
+    import pytest
+    try:
+        available = require_dovecot()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    if not available:
+        pytest.skip("dovecot (or openssl) not installed")
+    server = Dovecot(**options)   # own temp dir under /tmp, removed by stop()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
 
 
 # --------------------------------------------------------------------------

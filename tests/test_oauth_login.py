@@ -24,7 +24,7 @@ import pytest
 
 from tests.conftest import AccountSetup, cli_command, cli_env, write_config
 from tests.corpus import make_corpus
-from tests.dovecot import Dovecot, require_dovecot
+from tests.dovecot import Dovecot, private_dovecot
 from tests.oauthserver import OAuthServer
 from tests.test_secrets import assert_hidden, assert_one_line, forms
 
@@ -41,18 +41,8 @@ def oauth_server():
 
 @pytest.fixture(scope="session")
 def oauth_dovecot(oauth_server):
-    try:
-        available = require_dovecot()
-    except RuntimeError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    if not available:
-        pytest.skip("dovecot (or openssl) not installed")
-    server = Dovecot(oauth2_introspection_url=oauth_server.introspect_url)
-    try:
-        server.start()
+    with private_dovecot(oauth2_introspection_url=oauth_server.introspect_url) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ from imapclient import IMAPClient
 from tests.conftest import write_config
 from tests.corpus import make_message
 from tests.cyrus import Cyrus, require_cyrus
-from tests.dovecot import Dovecot, require_dovecot
+from tests.dovecot import Dovecot, private_dovecot
 from tests.imaphelp import Local, Remote
 
 TRIMMED_CAPABILITIES = ("IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT SORT=DISPLAY "
@@ -64,34 +64,16 @@ class ServerConf:
         return self.prefix + folder.replace("/", self.sep)
 
 
-def _start(**kwargs) -> Dovecot:
-    try:
-        available = require_dovecot()
-    except RuntimeError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    if not available:
-        pytest.skip("dovecot (or openssl) not installed")
-    server = Dovecot(**kwargs)
-    try:
-        server.start()
-    except Exception:
-        server.stop()
-        raise
-    return server
-
-
 @pytest.fixture(scope="module")
 def prefix_dovecot():
-    server = _start(namespace_prefix="INBOX.", separator=".")
-    yield server
-    server.stop()
+    with private_dovecot(namespace_prefix="INBOX.", separator=".") as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def trimmed_dovecot():
-    server = _start(extra_config=f"imap_capability = {TRIMMED_CAPABILITIES}\n")
-    yield server
-    server.stop()
+    with private_dovecot(extra_config=f"imap_capability = {TRIMMED_CAPABILITIES}\n") as server:
+        yield server
 
 
 def _start_cyrus(**kwargs) -> Cyrus:
