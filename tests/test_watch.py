@@ -12,7 +12,7 @@ import socket
 
 import pytest
 
-from tests.dovecot import Dovecot, require_dovecot
+from tests.dovecot import private_dovecot
 from tests.watchhelp import NO_NOTIFY, Watching, account_on, recorded_runs, wait_until
 
 A = b"From: a@example.org\nSubject: one\nMessage-ID: <one@example.org>\n\nfirst\n"
@@ -27,18 +27,8 @@ BIG = (b"From: g@example.org\nSubject: big\nMessage-ID: <big@example.org>\n\n"
 @pytest.fixture(scope="module")
 def idle_dovecot():
     """A Dovecot without NOTIFY, of this module's own (it is restarted below)."""
-    try:
-        available = require_dovecot()
-    except RuntimeError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    if not available:
-        pytest.skip("dovecot (or openssl) not installed")
-    server = Dovecot(extra_config=NO_NOTIFY)
-    try:
-        server.start()
+    with private_dovecot(extra_config=NO_NOTIFY) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def test_notify_watch_carries_every_change_both_ways(imap_account):
