@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
-from mailsync import fastimport
+from mailsync import adoption, fastimport
 
 fastimport.imapclient_without_metadata()   # before the first import of imapclient
 
@@ -237,15 +237,7 @@ def _set_ranges(text: str) -> list[tuple[int, float]]:
 
 def parse_message_id(header: bytes | None) -> str | None:
     """The Message-ID from a HEADER.FIELDS (MESSAGE-ID) answer (unfolded), or None."""
-    if not header:
-        return None
-    text = header.decode("utf-8", "replace").replace("\r\n", "\n")
-    text = re.sub(r"\n[ \t]+", " ", text)
-    for line in text.split("\n"):
-        name, sep, value = line.partition(":")
-        if sep and name.strip().lower() == "message-id":
-            return value.strip() or None
-    return None
+    return adoption.header_field(header, "message-id")
 
 
 def redact(line: str) -> str:
