@@ -185,26 +185,24 @@ def human_bytes(n: int) -> str:
     return f"{n} B"
 
 
+# The counts a summary line names when they are not zero, in this order.
+_SUMMARY_PARTS = (
+    ("paired", "{} already on both sides (paired)"),
+    ("uploaded", "{} uploaded"),
+    ("flags_changed", "{} flag changes"),
+    ("deleted_remote", "{} deleted on the server"),
+    ("deleted_local", "{} deleted locally"),
+    ("skipped", "{} skipped"),
+    ("left_for_later", "{} left on the server for a later run (limit)"),
+    ("left_marked", "{} left marked deleted on the server (expunged later)"),
+    ("copied", "{} copied from another label's folder"),
+)
+
+
 def summary_line(r: AccountResult) -> str:
     parts = [f"{r.downloaded} downloaded ({human_bytes(r.bytes_downloaded)})"]
-    if r.paired:
-        parts.append(f"{r.paired} already on both sides (paired)")
-    if r.uploaded:
-        parts.append(f"{r.uploaded} uploaded")
-    if r.flags_changed:
-        parts.append(f"{r.flags_changed} flag changes")
-    if r.deleted_remote:
-        parts.append(f"{r.deleted_remote} deleted on the server")
-    if r.deleted_local:
-        parts.append(f"{r.deleted_local} deleted locally")
-    if r.skipped:
-        parts.append(f"{r.skipped} skipped")
-    if r.left_for_later:
-        parts.append(f"{r.left_for_later} left on the server for a later run (limit)")
-    if r.left_marked:
-        parts.append(f"{r.left_marked} left marked deleted on the server (expunged later)")
-    if r.copied:
-        parts.append(f"{r.copied} copied from another label's folder")
+    parts += [text.format(getattr(r, name)) for name, text in _SUMMARY_PARTS
+              if getattr(r, name)]
     return f"{r.name}: " + ", ".join(parts) + f" in {r.seconds:.1f} s"
 
 

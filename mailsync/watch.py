@@ -43,6 +43,7 @@ from mailsync.config import Account, Config, resolve_secret
 from mailsync.errors import (EX_TEMPFAIL, EX_UNAVAILABLE, LockedError, MailsyncError,
                              TemporaryError, naming_account)
 from mailsync.logfile import EventLog
+from mailsync.ports import SilentReporter
 from mailsync.state import AccountLock, State
 
 REIDLE = 24 * 60          # seconds in one IDLE before DONE and a new IDLE
@@ -112,22 +113,13 @@ def watchdog_interval() -> float | None:
 
 # Reporting ----------------------------------------------------------------------------
 
-class WatchReporter:
+class WatchReporter(SilentReporter):
     """What the sync engines report, as event lines (no progress bars in a watch)."""
 
     tracing = False
 
     def __init__(self, log: EventLog, account: Account) -> None:
         self.log, self.account = log, account
-
-    def transfer_started(self, label: str, messages: int, nbytes: int) -> None:
-        pass
-
-    def transferred(self, nbytes: int, stored: int | None = None) -> None:
-        pass
-
-    def transfer_finished(self) -> None:
-        pass
 
     def warn(self, text: str) -> None:
         self.log.event(self.account.name, None, "warning", note=text,
