@@ -198,9 +198,10 @@ def _by_hash(groups: list[tuple[list[int], list[str]]],
     for uids, keys in groups:
         waiting: dict[str, list[str]] = {}
         for key in keys:
-            waiting.setdefault(local_hash(key), []).append(key)
+            if digest := local_hash(key):          # "": the file is gone meanwhile
+                waiting.setdefault(digest, []).append(key)
         for uid in uids:
-            same = waiting.get(hashes.get(uid, ""))
+            same = waiting.get(hashes.get(uid))    # None: gone from the server meanwhile
             if same:
                 pairs.append((uid, same.pop(0)))
     return pairs

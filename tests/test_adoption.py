@@ -84,6 +84,15 @@ def test_identical_copies_pair_in_order_and_the_extra_one_stays_unpaired():
     assert sorted(server.body_asks) == [1, 2, 3]
 
 
+def test_a_copy_gone_from_both_sides_meanwhile_is_paired_with_nothing():
+    server = Server({1: A, 2: A})
+    prints = local_prints({"x": A, "y": A})
+    found = adoption.pair_by_content(server.prints(), prints, server.headers,
+                                     lambda uids: {1: adoption.body_hash(A)},   # 2 is gone
+                                     lambda key: "" if key == "y" else adoption.body_hash(A))
+    assert found == [(1, "x")]
+
+
 def test_same_message_id_with_another_body_of_the_same_size_does_not_pair():
     edited = A.replace(b"Body A.", b"Body Z.")
     assert pair(Server({1: A, 2: edited}), {"x": edited, "y": B}) == [(2, "x")]
