@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.dovecot import user_exists
+
 __all__ = ["Cyrus", "CyrusError", "find_cyrus", "require_cyrus"]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,20 +70,12 @@ def _in_ci() -> bool:
 
 def require_cyrus() -> bool:
     """True when Cyrus can run here; missing: False (skip), or RuntimeError under CI."""
-    if os.geteuid() == 0 and find_cyrus() is not None and _user("cyrus"):
+    if os.geteuid() == 0 and find_cyrus() is not None and user_exists("cyrus"):
         return True
     if _in_ci():
         raise RuntimeError("Cyrus IMAP missing: run .ci/setup (cyrus-common, sasl2-bin, "
                            "imapd unpacked from cyrus-imapd into .venv/cyrus), as root")
     return False
-
-
-def _user(name: str) -> bool:
-    try:
-        pwd.getpwnam(name)
-        return True
-    except KeyError:
-        return False
 
 
 def _free_port() -> int:

@@ -77,7 +77,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 __all__ = [
     "Dovecot",
@@ -152,17 +152,23 @@ def require_dovecot() -> bool:
     return False
 
 
+def require_or_skip(require: Callable[[], bool], missing: str) -> None:
+    """Skip the calling test when require() finds its server missing; require() raises
+    RuntimeError under CI=true, which fails the test instead."""
+    import pytest
+    try:
+        available = require()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    if not available:
+        pytest.skip(missing)
+
+
 @contextmanager
 def private_dovecot(**options) -> Iterator["Dovecot"]:
     """A started Dovecot of the caller's own (options as Dovecot takes them), stopped by
     pid afterwards. Without Dovecot the test is skipped, or failed under CI=true."""
-    import pytest
-    try:
-        available = require_dovecot()
-    except RuntimeError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    if not available:
-        pytest.skip("dovecot (or openssl) not installed")
+    require_or_skip(require_dovecot, "dovecot (or openssl) not installed")
     server = Dovecot(**options)   # own temp dir under /tmp, removed by stop()
     try:
         server.start()
@@ -398,8 +404,8 @@ class Dovecot:
                 self.mail_gid = grp.getgrnam("nogroup").gr_gid
             except KeyError:
                 self.mail_gid = grp.getgrnam("nobody").gr_gid
-            self._internal_user = "dovecot" if _user_exists("dovecot") else "nobody"
-            self._login_user = "dovenull" if _user_exists("dovenull") else "nobody"
+            self._internal_user = "dovecot" if user_exists("dovecot") else "nobody"
+            self._login_user = "dovenull" if user_exists("dovenull") else "nobody"
             self._internal_group = "dovecot" if _group_exists("dovecot") else grp.getgrgid(self.mail_gid).gr_name
             self._check_traversable(self.base)
             self.base.chmod(0o755)
@@ -917,7 +923,7 @@ service pop3-login {{
             return []
 
 
-def _user_exists(name: str) -> bool:
+def user_exists(name: str) -> bool:
     try:
         pwd.getpwnam(name)
         return True

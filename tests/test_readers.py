@@ -18,7 +18,7 @@ import pytest
 
 from mailsync import imap
 from tests.corpus import make_message
-from tests.dovecot import Dovecot, require_dovecot
+from tests.dovecot import Dovecot, require_dovecot, require_or_skip
 from tests.imaphelp import Remote
 
 FOLDER = "Entwürfe"
@@ -78,11 +78,7 @@ def test_notmuch_reads_the_flags_and_its_flag_reaches_the_server(imap_account, t
 
 
 def test_a_second_dovecot_serves_the_synced_maildir(imap_account, tmp_path):
-    try:
-        if not require_dovecot():
-            pytest.skip("dovecot not installed")
-    except RuntimeError as exc:
-        pytest.fail(str(exc), pytrace=False)
+    require_or_skip(require_dovecot, "dovecot not installed")
     second = Dovecot(extra_config="mail_location = maildir:~/Maildir:UTF-8\n")
     second.start()
     try:

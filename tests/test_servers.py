@@ -38,7 +38,7 @@ from imapclient import IMAPClient
 from tests.conftest import write_config
 from tests.corpus import make_message
 from tests.cyrus import Cyrus, require_cyrus
-from tests.dovecot import Dovecot, private_dovecot
+from tests.dovecot import Dovecot, private_dovecot, require_or_skip
 from tests.imaphelp import Local, Remote
 
 TRIMMED_CAPABILITIES = ("IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT SORT=DISPLAY "
@@ -77,12 +77,7 @@ def trimmed_dovecot():
 
 
 def _start_cyrus(**kwargs) -> Cyrus:
-    try:
-        available = require_cyrus()
-    except RuntimeError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    if not available:
-        pytest.skip("Cyrus IMAP not installed (.ci/setup installs it)")
+    require_or_skip(require_cyrus, "Cyrus IMAP not installed (.ci/setup installs it)")
     return Cyrus(**kwargs).start()
 
 
