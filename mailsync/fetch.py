@@ -292,8 +292,7 @@ def _drop_already_stored(b: _Batch, maildir: Maildir, already: adoption.StoredMe
     for number in b.uids:
         if number in duplicates:
             continue
-        with open(maildir.path / "tmp" / b.keys[number], "rb") as f:
-            key = already.take(f.read())
+        key = already.take(maildir.read_tmp(b.keys[number]))
         if key is not None:
             maildir.discard_tmp(b.keys[number])
             found[number] = key

@@ -242,6 +242,10 @@ class Maildir:
     def tmp_exists(self, name: str) -> bool:
         return (self.path / "tmp" / name).exists()
 
+    def read_tmp(self, name: str) -> bytes:
+        """A file written to tmp/ and not yet published."""
+        return (self.path / "tmp" / name).read_bytes()
+
     def discard_tmp(self, name: str) -> None:
         try:
             (self.path / "tmp" / name).unlink()
