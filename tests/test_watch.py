@@ -153,7 +153,10 @@ def test_pop3_polled_and_sighup_rereads_the_config(make_account, dovecot, tmp_pa
         w.proc.send_signal(signal.SIGHUP)
         w.wait(lambda: "reloaded" in w.output(), "SIGHUP")
         dovecot.seed(acct.user, [B])
-        w.wait(lambda: sorted(acct.local_messages()) == sorted([A, B]), "polling again")
+        # the poll stores the mail, then deletes it on the server: wait for both, so the
+        # stop below does not land between the two (the next run would finish the delete)
+        w.wait(lambda: sorted(acct.local_messages()) == sorted([A, B])
+               and dovecot.server_messages(acct.user) == [], "polling again")
         assert w.stop() == 0, w.output()
     assert dovecot.server_messages(acct.user) == []
     lines = log.read_text().splitlines()
