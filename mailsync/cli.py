@@ -380,10 +380,10 @@ def main(argv: list[str] | None = None) -> None:
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 0
+    except click.exceptions.NoArgsIsHelpError as exc:   # `mailsync` alone: the help
+        click.echo(exc.ctx.get_help(), err=True)
+        code = EX_USAGE
     except click.UsageError as exc:
-        if type(exc).__name__.startswith("NoArgsIsHelp"):
-            click.echo(exc.ctx.get_help() if exc.ctx else "", err=True)
-            sys.exit(EX_USAGE)
         where = exc.ctx.command_path if exc.ctx else "mailsync"
         hint = f" (see `{where} --help`)"
         click.echo(f"mailsync: {exc.format_message()}{hint}", err=True)
@@ -416,23 +416,28 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def entry() -> None:
-    """The installed command and `python -m mailsync`: main(), then leave without the
-    interpreter's teardown, which frees every module and object one by one (9 ms, a
-    tenth of a no-op sync) to no purpose at exit. By then every file and database
-    mailsync wrote is closed and synced and every helper thread joined; only the
-    standard streams still hold buffered output."""
+    """The installed command and `python -m mailsync`: main(), then a normal exit, so
+    exit handlers (and coverage) run. Every helper thread is a daemon, so none can hold
+    the exit up; output a reader no longer takes (`mailsync status | head -1`) is
+    dropped instead of turning into an error at the exit."""
     try:
         main()
-        code = 0
-    except SystemExit as exc:
-        if isinstance(exc.code, int) or exc.code is None:
-            code = exc.code or 0
-        else:
-            print(exc.code, file=sys.stderr)
-            code = 1
+    finally:
+        _drop_unread_output()
+
+
+def _drop_unread_output() -> None:
+    """Flush stdout and stderr; a stream whose reader went away is pointed at
+    /dev/null, so the interpreter's own flush at exit has nothing to complain about."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except (OSError, ValueError):   # a reader that went away, a closed stream
+        except ValueError:              # closed
             pass
-    os._exit(code)
+        except OSError:                 # EPIPE: the reader went away
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, stream.fileno())
+                os.close(devnull)
+            except (OSError, ValueError):
+                pass

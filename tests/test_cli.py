@@ -105,6 +105,24 @@ def test_version():
     assert result.code == 0 and "mailsync" in result.out
 
 
+def test_mailsync_alone_prints_the_help_and_exits_64():
+    result = run_cli()
+    assert result.code == 64 and "Commands:" in result.err and result.out == ""
+
+
+def test_the_command_exits_normally_so_exit_handlers_run():
+    # The process is the point: exit handlers (and coverage) run at a normal exit only.
+    code = ("import atexit, sys\n"
+            "atexit.register(lambda: print('exit handler ran', file=sys.stderr))\n"
+            "from mailsync.cli import entry\n"
+            "sys.argv = ['mailsync', 'fetch', '--limit', 'many']\n"
+            "entry()\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=cli_env())
+    assert done.returncode == 64
+    assert done.stderr.strip().splitlines()[-1] == "exit handler ran", done.stderr
+
+
 def test_help_imports_no_protocol_library():
     code = ("import sys; from mailsync import cli; "
             "sys.argv=['mailsync','--help']\n"
@@ -121,7 +139,6 @@ def test_control_characters_from_servers_never_reach_the_terminal():
 
 
 def test_a_cron_run_does_not_import_rich(make_account):
-    # main(), not the command itself: that leaves by os._exit, before a last look
     code = ("import sys\nfrom mailsync.cli import main\n"
             "sys.argv=['mailsync','-c',sys.argv[1],'-q','fetch']\n"
             "try:\n    main()\n"
@@ -135,7 +152,6 @@ def test_a_cron_run_does_not_import_rich(make_account):
 def test_an_imap_sync_loads_neither_the_pop3_engine_nor_importlib_metadata(make_account):
     # Start-up time: importlib.metadata alone is ~20 ms of a no-op sync; the POP3
     # engine is not needed for IMAP. imapclient still reports its true version.
-    # main(), not the command itself: that leaves by os._exit, before a last look
     code = ("import sys\nfrom mailsync.cli import main\n"
             "sys.argv=['mailsync','-c',sys.argv[1],'-q','sync']\n"
             "try:\n    main()\n"
