@@ -29,6 +29,21 @@ class Context:
         self.ui = Ui(OutputOptions(quiet=quiet, verbose=verbose, json=json_out,
                                    progress=progress))
         self.verbose = verbose
+        self.jobs: int | None = None      # --jobs
+        self.shard: str | None = None     # --shard K/N
+
+    def accounts(self, names: tuple[str, ...], config=None) -> list:
+        """The named accounts (all when none is named), only those of --shard's share."""
+        config = config or self.config()
+        chosen = config.select(names)
+        if self.shard is not None:
+            from mailsync.shard import in_shard, parse_shard
+            chosen = in_shard(chosen, parse_shard(self.shard))
+        return chosen
+
+    def job_count(self, config) -> int:
+        from mailsync.engine import DEFAULT_JOBS
+        return self.jobs or config.jobs or DEFAULT_JOBS
 
     def config(self):
         from mailsync.config import load_config
@@ -46,12 +61,15 @@ class Settings:
         self.config_path: str | None = None
         self.quiet = self.json = self.no_progress = False
         self.verbose = 0
+        self.jobs: int | None = None
+        self.shard: str | None = None
         self.context: Context | None = None
 
     def make_context(self) -> Context:
         if self.context is None:
             self.context = Context(self.config_path, self.quiet, self.verbose, self.json,
                                    not self.no_progress)
+            self.context.jobs, self.context.shard = self.jobs, self.shard
         return self.context
 
     def close(self) -> None:
@@ -87,6 +105,14 @@ def _global_options(f):
                      help="Print one JSON summary object on stdout when done."),
         click.option("--no-progress", is_flag=True, expose_value=False,
                      callback=_setting("no_progress"), help="Never draw progress bars."),
+        click.option("--jobs", type=click.IntRange(min=1), metavar="N", expose_value=False,
+                     callback=_setting("jobs"),
+                     help="Work on up to N accounts at once (default: the config's "
+                          "jobs, else 8)."),
+        click.option("--shard", metavar="K/N", expose_value=False, callback=_setting("shard"),
+                     help="Only the accounts in share K (0 to N-1) of N, by a stable hash "
+                          "of the account name: N machines or processes take every "
+                          "account once."),
         click.version_option(__version__, "--version", prog_name="mailsync",
                              help="Show the version and exit."),
     ]
@@ -151,10 +177,11 @@ def cli() -> None:
 def _run(ctx: Context, names: tuple[str, ...], options) -> None:
     from mailsync import crashpoints
     from mailsync.engine import overall_exit_code, run_accounts
-    accounts = ctx.config().select(names)
+    config = ctx.config()
+    accounts = ctx.accounts(names, config)
     _warn_ignored_options(ctx, accounts, options)
     crashpoints.install_signal_handlers()
-    results = run_accounts(accounts, options, ctx.ui)
+    results = run_accounts(accounts, options, ctx.ui, jobs=ctx.job_count(config))
     _unmatched_folder_globs(results, options)
     from mailsync.logfile import log_results
     log_results(accounts, results, options)   # --log-file, log_file
@@ -272,17 +299,20 @@ def check(ctx: Context, accounts: tuple[str, ...]) -> None:
     """Validate the config, connect, verify TLS, log in, list capabilities and folders;
     changes nothing anywhere."""
     from mailsync.inspect import check_accounts
-    results = check_accounts(ctx.config().select(accounts), ctx.ui)
+    results = check_accounts(ctx.accounts(accounts), ctx.ui)
     sys.exit(results)
 
 
 @cli.command()
 @click.argument("accounts", nargs=-1)
+@click.option("--all", "every_row", is_flag=True,
+              help="A row for every account and folder, however many accounts there "
+                   "are (without it, over 20 accounts are summed up on one screen).")
 @pass_ctx
-def status(ctx: Context, accounts: tuple[str, ...]) -> None:
+def status(ctx: Context, accounts: tuple[str, ...], every_row: bool) -> None:
     """What the local state knows: last run, its result, counts per folder."""
     from mailsync.inspect import show_status
-    sys.exit(show_status(ctx.config().select(accounts), ctx.ui))
+    sys.exit(show_status(ctx.accounts(accounts), ctx.ui, every_row))
 
 
 @cli.command()

@@ -23,7 +23,7 @@ PROTOCOLS = ("pop3", "imap")
 TLS_MODES = ("implicit", "starttls", "none")
 AUTH_METHODS = ("login", "plain", "xoauth2", "oauthbearer")
 MODES = ("sync", "pull", "push", "backup")
-LAYOUTS = ("maildir++", "fs")
+LAYOUTS = ("maildir++", "maildir++-utf8", "fs")
 DELIVERIES = ("maildir", "mda", "lmtp")
 PASSWORD_KEYS = ("password_command", "password_env", "password", "password_keyring")
 OAUTH2_FLOWS = ("authorization_code", "client_credentials")
@@ -75,6 +75,7 @@ class Account:
     max_messages: int = 0              # IMAP: keep only the newest N per folder locally
     max_delete: float = 0.5
     connections: int = 2
+    max_connections_per_host: int = 8   # all accounts of one run together, per host
     report_after: float = 0.0          # seconds; 0: report every failure
     pre_sync_command: str | None = None
     post_sync_command: str | None = None
@@ -89,6 +90,7 @@ class Config:
     path: Path
     accounts: dict[str, Account]
     warnings: tuple[str, ...] = ()
+    jobs: int | None = None           # the top-level `jobs` key; None: not set
 
     def select(self, names: tuple[str, ...] | list[str]) -> list[Account]:
         """The named accounts in the given order, or all of them when none is named."""
@@ -179,7 +181,7 @@ KEYS: dict[str, tuple[Any, str]] = {
     "mode": (_is_str, 'a string: "sync", "pull", "push" or "backup"'),
     "folders": (_is_str_list, 'a list of strings, e.g. ["*"]'),
     "exclude": (_is_str_list, 'a list of strings, e.g. ["Junk"]'),
-    "layout": (_is_str, 'a string: "maildir++" or "fs"'),
+    "layout": (_is_str, 'a string: "maildir++", "maildir++-utf8" or "fs"'),
     "watch_folders": (_is_str_list, 'a list of folder names, e.g. ["INBOX", "Work"]'),
     "watch_full_sync": (is_span, 'a duration such as "1h", "30m" or seconds (0: never)'),
     "poll_interval": (is_span, 'a duration such as "5m" or seconds'),
@@ -188,6 +190,7 @@ KEYS: dict[str, tuple[Any, str]] = {
     "max_messages": (is_count, "a whole number of messages (0: no limit)"),
     "max_delete": (_is_number, "a number between 0 and 1"),
     "connections": (_is_int, "a whole number of connections (1 to 8)"),
+    "max_connections_per_host": (_is_int, "a whole number of connections (1 or more)"),
     "report_after": (_is_duration, 'a duration such as "6h", "30m", "2d" or seconds'),
     "pre_sync_command": (_is_str, "a shell command string"),
     "post_sync_command": (_is_str, "a shell command string"),
@@ -223,14 +226,19 @@ def parse_size(value: int | str) -> int:
 class _Source:
     """The config text, kept to point messages at the line of a key."""
 
-    def __init__(self, path: Path, text: str) -> None:
+    def __init__(self, path: Path, text: str, bare: str | None = None) -> None:
         self.path = path
         self.lines = text.splitlines()
+        self.bare = bare   # an account file's section whose keys stand at its top
 
     def where(self, section: str, key: str | None = None) -> str:
         header = re.compile(r"^\s*\[\s*" + re.escape(section).replace(r"\.", r"\s*\.\s*")
                             + r"\s*\]")
         start = next((i for i, ln in enumerate(self.lines) if header.match(ln)), None)
+        if section == self.bare:
+            start = -1
+            if key is None:
+                return str(self.path)
         if start is None:
             return str(self.path)
         if key is None:
@@ -241,38 +249,134 @@ class _Source:
                 break
             if keyline.match(self.lines[i]):
                 return f"{self.path}:{i + 1}"
-        return f"{self.path}:{start + 1}"
+        return f"{self.path}:{start + 1}" if start >= 0 else str(self.path)
+
+
+# Keys of the config file itself, before any table: not account keys.
+TOP_KEYS: dict[str, tuple[Any, str]] = {
+    "include": (_is_str_list, 'a list of file globs, e.g. ["teams/*.toml"]'),
+    "jobs": (_is_int, "a whole number of accounts worked on at once (1 or more)"),
+}
+ACCOUNTS_DIR = "accounts.d"
+# [defaults] (and account) values in which "{account}" stands for the account's name.
+TEMPLATE_KEYS = ("user", "maildir", "state_dir", "password_command")
 
 
 def load_config(path: Path | None = None) -> Config:
+    """The config file, plus the account files of accounts.d/ beside it and of its
+    `include` globs: one set of accounts, every name once, [defaults] for all."""
     path = (path or default_config_path()).expanduser()
+    data, src = _parse(path)
+    unknown = [k for k in data if k not in ("defaults", "accounts", *TOP_KEYS)]
+    if unknown:
+        raise ConfigError(f"{src.where(unknown[0])}: unknown section [{unknown[0]}]"
+                          if isinstance(data[unknown[0]], dict) else
+                          f"{path}: unknown key {unknown[0]!r} at the top of the file",
+                          "use [defaults], [accounts.NAME] and the top-level keys "
+                          + ", ".join(TOP_KEYS))
+    _check_top_keys(data, path)
+    defaults = _table(data.get("defaults", {}), "defaults", src)
+    _check_keys(defaults, "defaults", src)
+    tables: dict[str, tuple[dict, str, _Source]] = {}   # name -> (raw, section, source)
+    _add_accounts(tables, data, src)
+    for extra in _account_files(path, data.get("include", [])):
+        extra_data, extra_src = _parse(extra)
+        _add_accounts(tables, extra_data, extra_src, bare_name=extra.stem)
+    if not tables:
+        raise ConfigError(f"{path}: no accounts configured",
+                          "add an [accounts.NAME] table (see `mailsync init`), or one "
+                          f"file per account in {path.parent / ACCOUNTS_DIR}/")
+    accounts = {}
+    warnings = _permission_warnings(path, data)
+    for name, (raw, section, where) in tables.items():
+        _check_keys(raw, section, where)
+        merged = _substitute_name(name, {**defaults, **raw})
+        accounts[name] = _build_account(name, merged, section, where)
+        warnings += _protocol_warnings(accounts[name], raw, where)
+        if where is not src:
+            warnings += _permission_warnings(where.path, {"accounts": {name: raw}})
+    return Config(path, accounts, tuple(dict.fromkeys(warnings)), data.get("jobs"))
+
+
+def _parse(path: Path) -> tuple[dict, "_Source"]:
     text = _read_text(path)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}",
                           "fix the syntax at that line") from None
-    src = _Source(path, text)
-    unknown = [k for k in data if k not in ("defaults", "accounts")]
-    if unknown:
-        raise ConfigError(f"{src.where(unknown[0])}: unknown section [{unknown[0]}]",
-                          "use [defaults] and [accounts.NAME]")
-    defaults = _table(data.get("defaults", {}), "defaults", src)
-    _check_keys(defaults, "defaults", src)
-    accounts_data = _table(data.get("accounts", {}), "accounts", src)
-    if not accounts_data:
-        raise ConfigError(f"{path}: no accounts configured",
-                          "add an [accounts.NAME] table (see `mailsync init`)")
-    accounts = {}
-    for name, raw in accounts_data.items():
-        section = f"accounts.{name}"
-        raw = _table(raw, section, src)
-        _check_keys(raw, section, src)
-        accounts[name] = _build_account(name, {**defaults, **raw}, section, src)
-    warnings = _permission_warnings(path, data)
-    for name, raw in accounts_data.items():
-        warnings += _protocol_warnings(accounts[name], raw, src)
-    return Config(path, accounts, tuple(warnings))
+    return data, _Source(path, text)
+
+
+def _check_top_keys(data: dict, path: Path) -> None:
+    for key, (check, expected) in TOP_KEYS.items():
+        if key in data and not check(data[key]):
+            raise ConfigError(f"{path}: {key} must be {expected}, not {data[key]!r}",
+                              f"fix the value of {key}")
+    if "jobs" in data and data["jobs"] < 1:
+        raise ConfigError(f"{path}: jobs = {data['jobs']} must be 1 or more",
+                          "fix the value of jobs")
+
+
+def _account_files(path: Path, include: list[str]) -> list[Path]:
+    """accounts.d/*.toml beside the config, then each include glob's files (relative
+    to the config's folder), each file once, in name order within each."""
+    base = path.parent
+    found: list[Path] = sorted((base / ACCOUNTS_DIR).glob("*.toml"))
+    for pattern in include:
+        full = Path(pattern).expanduser()
+        full = full if full.is_absolute() else base / full
+        matched = sorted(Path(full.anchor).glob(str(full.relative_to(full.anchor))))
+        if not matched and not any(c in pattern for c in "*?["):
+            raise ConfigError(f"{path}: include names {full}, which does not exist",
+                              "fix the path in include, or remove it")
+        found += matched
+    unique: list[Path] = []
+    for f in found:
+        if f.resolve() != path.resolve() and f.resolve() not in {u.resolve() for u in unique}:
+            unique.append(f)
+    return unique
+
+
+def _add_accounts(tables: dict, data: dict, src: "_Source",
+                  bare_name: str | None = None) -> None:
+    """The accounts of one file: its [accounts.NAME] tables or, in an account file
+    holding none, the file's own keys as the account named by the file (alice.toml:
+    alice). A name given twice is refused, naming both places."""
+    if bare_name is not None:
+        stray = [k for k in data if k in ("defaults", *TOP_KEYS)]
+        if stray:
+            raise ConfigError(f"{src.where(stray[0]) if isinstance(data[stray[0]], dict) else src.path}: "
+                              f"{stray[0]} belongs in the main config, not an account file",
+                              "move it to the config file")
+    if bare_name is not None and "accounts" not in data:
+        found = {bare_name: (data, None)}
+    else:
+        unknown = [k for k in data if k != "accounts"] if bare_name is not None else []
+        if unknown:
+            raise ConfigError(f"{src.path}: an account file holds either [accounts.NAME] "
+                              f"tables or one account's keys, not both ({unknown[0]!r})",
+                              f"put {unknown[0]} inside an [accounts.NAME] table")
+        found = {n: (raw, f"accounts.{n}") for n, raw in
+                 _table(data.get("accounts", {}), "accounts", src).items()}
+    for name, (raw, section) in found.items():
+        where = src if section is not None else _Source(
+            src.path, "\n".join(src.lines), bare=f"accounts.{name}")
+        section = section or f"accounts.{name}"
+        raw = _table(raw, section, where)
+        if name in tables:
+            first = tables[name][2].where(tables[name][1])
+            raise ConfigError(f"{where.where(section)}: account {name!r} is defined twice "
+                              f"(also at {first})", "keep one of them")
+        tables[name] = (raw, section, where)
+
+
+def _substitute_name(name: str, raw: dict) -> dict:
+    """{account} in user, maildir, state_dir and password_command (from [defaults] or
+    the account's own table) is the account's name: one [defaults] serves hundreds of
+    accounts. Names hold no shell syntax (see _build_account), so a command stays safe."""
+    return {k: v.replace("{account}", name) if k in TEMPLATE_KEYS and isinstance(v, str)
+            else v for k, v in raw.items()}
 
 
 POP3_ONLY = ("keep", "keep_days", "limit")
@@ -407,6 +511,7 @@ def _build_account(name: str, raw: dict, section: str, src: _Source) -> Account:
         log_file=Path(raw["log_file"]).expanduser() if "log_file" in raw else None,
         max_age=raw.get("max_age", 0), max_messages=raw.get("max_messages", 0),
         max_delete=float(raw.get("max_delete", 0.5)), connections=raw.get("connections", 2),
+        max_connections_per_host=raw.get("max_connections_per_host", 8),
         report_after=parse_duration(raw.get("report_after", 0)),
         pre_sync_command=raw.get("pre_sync_command"),
         post_sync_command=raw.get("post_sync_command"), deliver=deliver,
@@ -454,6 +559,7 @@ def _check_ranges(raw: dict, section: str, src: _Source) -> None:
         "timeout": (lambda v: v > 0, "more than 0 seconds"),
         "max_delete": (lambda v: 0 <= v <= 1, "between 0 and 1"),
         "connections": (lambda v: 1 <= v <= 8, "between 1 and 8"),
+        "max_connections_per_host": (lambda v: v >= 1, "1 or more"),
     }
     for key, (ok, expected) in rules.items():
         if key in raw and not ok(raw[key]):

@@ -8,12 +8,15 @@ run for `mailsync status`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
 
 from mailsync import crashpoints
+from mailsync.budget import HostBudget
 from mailsync.config import Account
 from mailsync.errors import (EX_TEMPFAIL, EX_UNAVAILABLE, LocalIOError, LockedError,
                              MailsyncError, UsageError, naming_account)
@@ -36,14 +39,85 @@ class RunOptions:
     full: bool = False
 
 
+DEFAULT_JOBS = 8   # accounts at once: enough to hide one slow server, few threads
+
+
 def run_accounts(accounts: list[Account], options: RunOptions, reporter: Reporter,
-                 clock: Callable[[], float] = time.time) -> list[AccountResult]:
-    results = []
-    for account in accounts:
-        if crashpoints.stop_requested():
-            break   # a signal stopped the run: later accounts wait for the next one
-        results.append(run_account(account, options, reporter, clock))
-    return results
+                 clock: Callable[[], float] = time.time,
+                 jobs: int = 1) -> list[AccountResult]:
+    """Every account's run, up to `jobs` at once (one thread each), the results in
+    the accounts' order. One account's failure or slowness holds up no other: each
+    runs on its own worker, and a worker takes the next account as soon as it is
+    free. Connections to one host stay within its budget (budget.py)."""
+    budget = HostBudget()
+    announce = getattr(reporter, "accounts_started", None)   # the progress view
+    if announce is not None:
+        announce([a.name for a in accounts])
+    jobs = max(1, min(jobs, len(accounts)))
+    if jobs == 1:
+        results = []
+        for account in accounts:
+            if crashpoints.stop_requested():
+                break   # a signal stopped the run: later accounts wait for the next one
+            results.append(_budgeted(account, options, reporter, clock, budget))
+        return results
+    return _in_parallel(accounts, options, reporter, clock, budget, jobs)
+
+
+def _in_parallel(accounts: list[Account], options: RunOptions, reporter: Reporter,
+                 clock: Callable[[], float], budget: HostBudget,
+                 jobs: int) -> list[AccountResult]:
+    import mailsync.fetch  # noqa: F401  imported once here, not by racing threads
+    import mailsync.sync  # noqa: F401
+    waiting = list(reversed(list(enumerate(accounts))))
+    results: dict[int, AccountResult] = {}
+    lock = threading.Lock()
+    failures: list[BaseException] = []
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if not waiting or crashpoints.stop_requested() or failures:
+                    return
+                index, account = waiting.pop()
+            try:
+                result = _budgeted(account, options, reporter, clock, budget)
+            except BaseException as exc:   # a bug: ends the run after the others
+                with lock:
+                    failures.append(exc)
+                return
+            with lock:
+                results[index] = result
+
+    threads = [threading.Thread(target=worker, name=f"mailsync-account-{n}", daemon=True)
+               for n in range(jobs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        while t.is_alive():
+            t.join(0.2)   # short waits: the main thread still takes SIGINT/SIGTERM
+    if failures:
+        raise failures[0]
+    return [results[i] for i in sorted(results)]
+
+
+def _budgeted(account: Account, options: RunOptions, reporter: Reporter,
+              clock: Callable[[], float], budget: HostBudget) -> AccountResult:
+    """run_account within the host's connection budget: an IMAP account runs with
+    as many of its `connections` as the budget grants (at least one)."""
+    want = account.connections if account.protocol == "imap" and not options.dry_run else 1
+    granted = budget.take(account.host, min(want, account.max_connections_per_host),
+                          account.max_connections_per_host)
+    try:
+        if account.protocol == "imap" and granted < account.connections:
+            account = dataclasses.replace(account, connections=granted)
+        result = run_account(account, options, reporter, clock)
+    finally:
+        budget.give(account.host, granted)
+    done = getattr(reporter, "account_finished", None)
+    if done is not None:
+        done(result)
+    return result
 
 
 def run_account(account: Account, options: RunOptions, reporter: Reporter,

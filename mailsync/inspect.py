@@ -83,10 +83,14 @@ STATUS_COLUMNS = ["account", "protocol", "last run", "result", "downloaded",
 STATUS_KINDS = {"last run": "date", "downloaded": "number", "known messages": "number"}
 
 
-def show_status(accounts: list[Account], ui: Ui) -> int:
+def show_status(accounts: list[Account], ui: Ui, every_row: bool = False) -> int:
     """One row per account; for IMAP also one row per folder the state knows (a "folder"
     column appears when an IMAP account is shown, so POP3-only output is unchanged).
-    --json: per account its fields, the last run's and its folders'."""
+    --json: per account its fields, the last run's and its folders'. More accounts
+    than a screen holds (without --all): the totals and the accounts needing a look."""
+    from mailsync import statussummary
+    if len(accounts) > statussummary.SUMMARY_OVER and not every_row and not ui.options.json:
+        return statussummary.show_summary(accounts, ui)
     imap_shown = any(a.protocol != "pop3" for a in accounts)
     rows, data = [], []
     for account in accounts:
@@ -127,7 +131,10 @@ def show_status(accounts: list[Account], ui: Ui) -> int:
         columns.insert(1, "folder")
     from mailsync.statusmore import add_details   # placeholders, skipped folders, watch
     notes = add_details(accounts, data)
-    ui.table("mailsync status", columns, rows, {"accounts": data}, STATUS_KINDS)
+    payload: dict = {"accounts": data}
+    if len(accounts) > statussummary.SUMMARY_OVER:
+        payload["summary"] = statussummary.summarise(accounts)[0]
+    ui.table("mailsync status", columns, rows, payload, STATUS_KINDS)
     if notes and not ui.options.json:
         ui.lines(notes)
     return 0

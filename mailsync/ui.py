@@ -31,6 +31,8 @@ class Ui:
         self.options = options
         self.tracing = options.verbose >= 2
         self._board: Board | None = None    # the live progress view while one is drawn
+        import threading
+        self._board_lock = threading.Lock()
 
     def _err(self, text: str) -> None:
         text = printable(text)
@@ -45,13 +47,29 @@ class Ui:
         o = self.options
         return o.progress and not o.quiet and sys.stderr.isatty()
 
+    def _drawing(self) -> "Board | None":
+        """The live view, started on first use (accounts' threads race for it)."""
+        if self._board is None and self._show_progress():
+            with self._board_lock:
+                if self._board is None:
+                    self._board = Board()
+        return self._board
+
+    def accounts_started(self, names: list[str]) -> None:
+        """A run of these accounts begins (several at once with --jobs)."""
+        if len(names) > 1 and (board := self._drawing()) is not None:
+            board.accounts(len(names))
+
+    def account_finished(self, result: AccountResult) -> None:
+        if self._board is not None:
+            self._board.account_finished(result.ok)
+
     def transfer_started(self, label: str, messages: int, nbytes: int) -> None:
-        if self._board is None:
-            if not self._show_progress():
-                return
-            self._board = Board()
+        board = self._drawing()
+        if board is None:
+            return
         account, _, folder = label.partition("/")   # account names hold no "/"
-        self._board.started(account, folder or None, messages, nbytes)
+        board.started(account, folder or None, messages, nbytes)
 
     def transferred(self, nbytes: int, stored: int | None = None) -> None:
         if self._board is not None:
@@ -274,15 +292,7 @@ ACCOUNT_WIDTH = 16     # an account's name is shortened (in the middle) beyond t
 MIN_BAR = 8
 
 
-@dataclass
-class _Transfer:
-    """One folder's transfer (a POP3 account's one transfer), as its thread reports it."""
-    folder: str | None
-    messages: int
-    nbytes: int             # planned: the sizes the server announced
-    done: int = 0
-    planned_done: int = 0   # the planned sizes of the messages done
-    stored: int = 0         # the bytes those messages took, as the summary counts them
+MAX_BARS = 8           # accounts drawn at once; with more, the finished ones give way
 
 
 @dataclass
@@ -295,18 +305,42 @@ class _Bar:
     done: int = 0
     stored: int = 0
     ended: float | None = None
+    running: int = 0        # its transfers in flight
+
+
+@dataclass
+class _Transfer:
+    """One folder's transfer (a POP3 account's one transfer), as its thread reports it."""
+    bar: _Bar
+    folder: str | None
+    messages: int
+    nbytes: int             # planned: the sizes the server announced
+    done: int = 0
+    planned_done: int = 0   # the planned sizes of the messages done
+    stored: int = 0         # the bytes those messages took, as the summary counts them
+
+
+@dataclass
+class _Tally:
+    """Accounts of a run of several: how many, how many over, how many failed."""
+    total: int
+    finished: int = 0
+    failed: int = 0
 
 
 class Board:
     """The live view on a terminal: one bar per account with the overall count, bytes
-    and ETA, and the folders in flight named beneath it (gone when done).
+    and ETA, and the folders in flight named beneath it (gone when done). With several
+    accounts at once (--jobs) a first line counts the accounts done, failed, running
+    and waiting, and at most MAX_BARS accounts are drawn, the running ones first.
 
     Transfers are told apart by the thread that reports them: a folder runs on one
-    thread from its transfer's start to its end. A message's bytes are counted as
-    stored (what the summary says, e.g. LF where the server counts CRLF), and the
-    account's expected total is corrected by the difference as each message ends; a
-    transfer that ends early takes its messages not done off the total. So when the
-    last transfer ends, the bar is at 100% and shows the summary's figures."""
+    thread from its transfer's start to its end, and its label names the account. A
+    message's bytes are counted as stored (what the summary says, e.g. LF where the
+    server counts CRLF), and the account's expected total is corrected by the
+    difference as each message ends; a transfer that ends early takes its messages
+    not done off the total. So when the last transfer ends, the bar is at 100% and
+    shows the summary's figures."""
 
     def __init__(self) -> None:
         import threading
@@ -318,7 +352,9 @@ class Board:
         self._ident = threading.get_ident
         self._lock = threading.Lock()
         self._bars: list[_Bar] = []
+        self._by_name: dict[str, _Bar] = {}
         self._running: dict[int, _Transfer] = {}   # thread -> its transfer
+        self.tally: _Tally | None = None
         self.console = Console(stderr=True, highlight=False)
         self._live = Live(console=self.console, get_renderable=self._render,
                           refresh_per_second=8, transient=False, redirect_stdout=False,
@@ -326,41 +362,50 @@ class Board:
         self._live.start()
 
     # Called by the engines' threads ---------------------------------------------------
+    def accounts(self, total: int) -> None:
+        with self._lock:
+            self.tally = _Tally(total)
+
+    def account_finished(self, ok: bool) -> None:
+        with self._lock:
+            if self.tally is not None:
+                self.tally.finished += 1
+                self.tally.failed += not ok
+
     def started(self, account: str, folder: str | None, messages: int, nbytes: int) -> None:
         with self._lock:
-            bar = self._bars[-1] if self._bars else None
-            if bar is None or bar.name != account:
-                if bar is not None:
-                    bar.ended = bar.ended or self._clock()
-                bar = _Bar(account, self._clock())
+            bar = self._by_name.get(account)
+            if bar is None:
+                bar = self._by_name[account] = _Bar(account, self._clock())
                 self._bars.append(bar)
             bar.ended = None
+            bar.running += 1
             bar.messages += messages
             bar.nbytes += nbytes
-            self._running[self._ident()] = _Transfer(folder, messages, nbytes)
+            self._running[self._ident()] = _Transfer(bar, folder, messages, nbytes)
 
     def transferred(self, planned: int, stored: int) -> None:
         with self._lock:
             t = self._running.get(self._ident())
-            if t is None or not self._bars:
+            if t is None:
                 return
-            bar = self._bars[-1]
             t.done += 1
             t.planned_done += planned
             t.stored += stored
-            bar.done += 1
-            bar.stored += stored
-            bar.nbytes += stored - planned
+            t.bar.done += 1
+            t.bar.stored += stored
+            t.bar.nbytes += stored - planned
 
     def finished(self) -> None:
         with self._lock:
             t = self._running.pop(self._ident(), None)
-            if t is None or not self._bars:
+            if t is None:
                 return
-            bar = self._bars[-1]
+            bar = t.bar
             bar.messages -= t.messages - t.done        # what did not come, if it ended early
             bar.nbytes -= max(0, t.nbytes - t.planned_done)
-            if not self._running:
+            bar.running -= 1
+            if not bar.running:
                 bar.ended = self._clock()
 
     def print(self, text: str) -> None:
@@ -370,8 +415,9 @@ class Board:
     def stop(self) -> None:
         with self._lock:
             self._running.clear()
-            if self._bars and self._bars[-1].ended is None:
-                self._bars[-1].ended = self._clock()
+            for bar in self._bars:
+                bar.running = 0
+                bar.ended = bar.ended or self._clock()
         self._live.stop()
 
     # Drawing ----------------------------------------------------------------------------
@@ -379,16 +425,28 @@ class Board:
         from rich.text import Text
         width = max(20, self.console.width)
         with self._lock:
-            lines = []
-            for bar in self._bars:
+            lines = [] if self.tally is None or self.tally.total < 2 else \
+                [tally_line(self.tally, self._in_flight(), width)]
+            for bar in self._shown():
                 lines.append(account_line(bar.name, bar.done, bar.messages, bar.stored,
                                           bar.nbytes, self._eta(bar), width))
-            if self._bars:
                 for t in self._running.values():
-                    if t.folder is not None:
+                    if t.bar is bar and t.folder is not None:
                         lines.append(folder_line(t.folder, t.done, t.messages, t.stored,
                                                  width))
         return Text("\n".join(lines), no_wrap=True, overflow="crop")
+
+    def _in_flight(self) -> int:
+        return sum(1 for bar in self._bars if bar.running)
+
+    def _shown(self) -> list[_Bar]:
+        """Every bar while they fit; else the running ones, then the latest finished."""
+        if len(self._bars) <= MAX_BARS:
+            return self._bars
+        running = [b for b in self._bars if b.running][:MAX_BARS]
+        ended = [b for b in self._bars if not b.running][-(MAX_BARS - len(running)):] \
+            if len(running) < MAX_BARS else []
+        return [b for b in self._bars if b in running or b in ended]
 
     def _eta(self, bar: _Bar) -> str:
         if bar.ended is not None:
@@ -398,6 +456,16 @@ class Board:
         if bar.stored <= 0 or elapsed <= 0:
             return "eta -:--"
         return "eta " + clock_text(left * elapsed / bar.stored)
+
+
+def tally_line(tally: _Tally, transferring: int, width: int) -> str:
+    """"accounts 37/100 done, 2 failed, 3 transferring": the run of many, in one line."""
+    text = f"accounts {tally.finished}/{tally.total} done"
+    if tally.failed:
+        text += f", {tally.failed} failed"
+    if transferring:
+        text += f", {transferring} transferring"
+    return shorten(text, width - 1)
 
 
 def clock_text(seconds: float) -> str:
