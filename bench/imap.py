@@ -1052,8 +1052,8 @@ def profile_mailsync(dc: Dovecot, scratch: Path, n: int, folders: list[str], tim
         model = initial_model(n, folders)
         for scenario in ("initial", "noop"):
             prof = work / f"{scenario}.prof"
-            # The command leaves by os._exit, before cProfile could write its
-            # numbers: a driver runs main() instead, in the installed copy's Python.
+            # cProfile runs a script: a driver runs main(), in the installed copy's
+            # Python.
             driver = work / "profile_driver.py"
             driver.write_text("from mailsync.cli import main\nmain()\n")
             python = str(Path(cmd[0]).parent / "python")
