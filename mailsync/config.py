@@ -331,9 +331,12 @@ def _account_files(path: Path, include: list[str]) -> list[Path]:
             raise ConfigError(f"{path}: include names {full}, which does not exist",
                               "fix the path in include, or remove it")
         found += matched
+    seen = {path.resolve()}
     unique: list[Path] = []
     for f in found:
-        if f.resolve() != path.resolve() and f.resolve() not in {u.resolve() for u in unique}:
+        real = f.resolve()
+        if real not in seen:
+            seen.add(real)
             unique.append(f)
     return unique
 

@@ -67,8 +67,11 @@ def run_accounts(accounts: list[Account], options: RunOptions, reporter: Reporte
 def _in_parallel(accounts: list[Account], options: RunOptions, reporter: Reporter,
                  clock: Callable[[], float], budget: HostBudget,
                  jobs: int) -> list[AccountResult]:
-    import mailsync.fetch  # noqa: F401  imported once here, not by racing threads
-    import mailsync.sync  # noqa: F401
+    # Each engine imported once here, not by racing threads; only the ones in use.
+    if any(a.protocol == "pop3" for a in accounts):
+        import mailsync.fetch  # noqa: F401
+    if any(a.protocol == "imap" for a in accounts):
+        import mailsync.sync  # noqa: F401
     waiting = list(reversed(list(enumerate(accounts))))
     results: dict[int, AccountResult] = {}
     lock = threading.Lock()

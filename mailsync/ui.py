@@ -446,7 +446,7 @@ class Board:
         running = [b for b in self._bars if b.running][:MAX_BARS]
         ended = [b for b in self._bars if not b.running][-(MAX_BARS - len(running)):] \
             if len(running) < MAX_BARS else []
-        return [b for b in self._bars if b in running or b in ended]
+        return running + ended
 
     def _eta(self, bar: _Bar) -> str:
         if bar.ended is not None:
