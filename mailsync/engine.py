@@ -22,7 +22,7 @@ from mailsync.errors import (EX_TEMPFAIL, EX_UNAVAILABLE, LocalIOError, LockedEr
                              MailsyncError, UsageError, naming_account)
 from mailsync.hooks import run_post_hook, run_pre_hook
 from mailsync.model import AccountResult
-from mailsync.ports import Reporter
+from mailsync.reporting import Reporter
 from mailsync.state import AccountLock, State
 
 

@@ -20,7 +20,7 @@ from mailsync.errors import ConfigError, Interrupted, MailsyncError, TemporaryEr
 from mailsync.fetchplan import FetchPlan, FetchPolicy, ServerMessage, plan_fetch
 from mailsync.maildir import Maildir, TmpFile, unique_name
 from mailsync.model import AccountResult
-from mailsync.ports import Reporter
+from mailsync.reporting import Reporter
 from mailsync.state import State
 
 BATCH_MESSAGES = 100

@@ -14,7 +14,7 @@ import subprocess
 from mailsync.config import Account
 from mailsync.errors import ConfigError, TemporaryError
 from mailsync.model import COUNTS, AccountResult
-from mailsync.ports import Reporter
+from mailsync.reporting import Reporter
 
 NOT_RUNNABLE = (126, 127)   # the shell's "cannot execute" and "command not found"
 

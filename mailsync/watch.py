@@ -43,7 +43,7 @@ from mailsync.config import Account, Config, resolve_secret
 from mailsync.errors import (EX_TEMPFAIL, EX_UNAVAILABLE, LockedError, MailsyncError,
                              TemporaryError, naming_account)
 from mailsync.logfile import EventLog
-from mailsync.ports import SilentReporter
+from mailsync.reporting import SilentReporter
 from mailsync.state import AccountLock, State
 
 REIDLE = 24 * 60          # seconds in one IDLE before DONE and a new IDLE

@@ -196,7 +196,7 @@ def test_parallel_accounts_run_within_the_budget_and_report_in_config_order(monk
     from mailsync import engine
     from mailsync.config import Account
     from mailsync.model import AccountResult
-    from mailsync.ports import SilentReporter
+    from mailsync.reporting import SilentReporter
     open_now, peak, lock = [0], [0], threading.Lock()
     seen: dict[str, int] = {}
 
