@@ -21,7 +21,7 @@ from mailsync.config import Account
 from mailsync.errors import (EX_TEMPFAIL, EX_UNAVAILABLE, LocalIOError, LockedError,
                              MailsyncError, UsageError, naming_account)
 from mailsync.hooks import run_post_hook, run_pre_hook
-from mailsync.model import AccountResult
+from mailsync.results import AccountResult
 from mailsync.reporting import Reporter
 from mailsync.state import AccountLock, State
 

@@ -19,7 +19,7 @@ from mailsync.deliver import Deliverer, deliverer_for
 from mailsync.errors import ConfigError, Interrupted, MailsyncError, TemporaryError
 from mailsync.fetchplan import FetchPlan, FetchPolicy, ServerMessage, plan_fetch
 from mailsync.maildir import Maildir, TmpFile, unique_name
-from mailsync.model import AccountResult
+from mailsync.results import AccountResult
 from mailsync.reporting import Reporter
 from mailsync.state import State
 

@@ -13,7 +13,7 @@ import subprocess
 
 from mailsync.config import Account
 from mailsync.errors import ConfigError, TemporaryError
-from mailsync.model import COUNTS, AccountResult
+from mailsync.results import COUNTS, AccountResult
 from mailsync.reporting import Reporter
 
 NOT_RUNNABLE = (126, 127)   # the shell's "cannot execute" and "command not found"

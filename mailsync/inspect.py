@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from mailsync import pop3
 from mailsync.config import Account, resolve_secret
 from mailsync.errors import MailsyncError
-from mailsync.model import COUNTS
+from mailsync.results import COUNTS
 from mailsync.state import read_only_copy
 from mailsync.ui import Ui, human_bytes
 

@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterable, TextIO
 
-from mailsync.model import COUNTS
+from mailsync.results import COUNTS
 
 
 def format_line(account: str, folder: str | None, what: str, counts: dict | None = None,

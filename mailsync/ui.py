@@ -13,7 +13,7 @@ import json
 import sys
 from dataclasses import dataclass
 
-from mailsync.model import AccountResult
+from mailsync.results import AccountResult
 
 
 @dataclass(frozen=True)

@@ -135,7 +135,7 @@ def test_an_imap_sync_runs_the_hooks_too(make_account, tmp_path):
 def test_every_hook_variable_is_documented():
     from pathlib import Path
 
-    from mailsync.model import COUNTS
+    from mailsync.results import COUNTS
     from tests.test_docs import roff_text
     root = Path(__file__).resolve().parent.parent
     readme = (root / "README.md").read_text(encoding="utf-8")

@@ -195,7 +195,7 @@ def test_the_budget_never_lets_one_host_exceed_its_limit_and_grants_what_is_free
 def test_parallel_accounts_run_within_the_budget_and_report_in_config_order(monkeypatch):
     from mailsync import engine
     from mailsync.config import Account
-    from mailsync.model import AccountResult
+    from mailsync.results import AccountResult
     from mailsync.reporting import SilentReporter
     open_now, peak, lock = [0], [0], threading.Lock()
     seen: dict[str, int] = {}
@@ -224,7 +224,7 @@ def test_parallel_accounts_run_within_the_budget_and_report_in_config_order(monk
 
 def test_the_exit_status_of_many_accounts_follows_the_contract():
     from mailsync.engine import overall_exit_code
-    from mailsync.model import AccountResult
+    from mailsync.results import AccountResult
 
     def r(ok, code=0):
         return AccountResult(name="x", protocol="imap", ok=ok, exit_code=code)
