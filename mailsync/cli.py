@@ -299,7 +299,7 @@ def sync(ctx: Context, accounts: tuple[str, ...], folders: tuple[str, ...], dry_
 def check(ctx: Context, accounts: tuple[str, ...]) -> None:
     """Validate the config, connect, verify TLS, log in, list capabilities and folders;
     changes nothing anywhere."""
-    from mailsync.inspect import check_accounts
+    from mailsync.readonly import check_accounts
     results = check_accounts(ctx.accounts(accounts), ctx.ui)
     sys.exit(results)
 
@@ -312,7 +312,7 @@ def check(ctx: Context, accounts: tuple[str, ...]) -> None:
 @pass_ctx
 def status(ctx: Context, accounts: tuple[str, ...], every_row: bool) -> None:
     """What the local state knows: last run, its result, counts per folder."""
-    from mailsync.inspect import show_status
+    from mailsync.readonly import show_status
     sys.exit(show_status(ctx.accounts(accounts), ctx.ui, every_row))
 
 
@@ -323,7 +323,7 @@ def folders(ctx: Context, account: str | None) -> None:
     """Server folders with message counts and the local folder each maps to (ACCOUNT may
     be left out when the config has one account)."""
     from mailsync.errors import UsageError
-    from mailsync.inspect import show_folders
+    from mailsync.readonly import show_folders
     config = ctx.config()
     if account is None and len(config.accounts) != 1:
         raise UsageError("folders needs an ACCOUNT: the config has "

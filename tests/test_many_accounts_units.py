@@ -260,7 +260,7 @@ def test_the_progress_view_counts_accounts_and_draws_the_working_ones_first():
 
 def test_status_of_many_accounts_fits_one_screen(tmp_path, capsys, monkeypatch):
     from mailsync import statussummary
-    from mailsync.inspect import show_status
+    from mailsync.readonly import show_status
     from mailsync.state import State
     from mailsync.ui import OutputOptions, Ui
     monkeypatch.setattr(statussummary, "ATTENTION_ROWS", 5)
