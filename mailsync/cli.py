@@ -176,19 +176,19 @@ def cli() -> None:
 
 
 def _run(ctx: Context, names: tuple[str, ...], options) -> None:
-    from mailsync import crashpoints
+    from mailsync import stopping
     from mailsync.engine import overall_exit_code, run_accounts
     config = ctx.config()
     accounts = ctx.accounts(names, config)
     _warn_ignored_options(ctx, accounts, options)
-    crashpoints.install_signal_handlers()
+    stopping.install_signal_handlers()
     results = run_accounts(accounts, options, ctx.ui, jobs=ctx.job_count(config))
     _unmatched_folder_globs(results, options)
     from mailsync.logfile import log_results
     log_results(accounts, results, options)   # --log-file, log_file
     code = overall_exit_code(results)
-    if crashpoints.stop_requested():
-        code = crashpoints.interrupted().exit_code
+    if stopping.stop_requested():
+        code = stopping.interrupted().exit_code
     ctx.ui.results(results, code)
     sys.exit(code)
 

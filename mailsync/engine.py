@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from mailsync import crashpoints
+from mailsync import stopping
 from mailsync.budget import HostBudget
 from mailsync.config import Account
 from mailsync.errors import (EX_TEMPFAIL, EX_UNAVAILABLE, LocalIOError, LockedError,
@@ -57,7 +57,7 @@ def run_accounts(accounts: list[Account], options: RunOptions, reporter: Reporte
     if jobs == 1:
         results = []
         for account in accounts:
-            if crashpoints.stop_requested():
+            if stopping.stop_requested():
                 break   # a signal stopped the run: later accounts wait for the next one
             results.append(_budgeted(account, options, reporter, clock, budget))
         return results
@@ -80,7 +80,7 @@ def _in_parallel(accounts: list[Account], options: RunOptions, reporter: Reporte
     def worker() -> None:
         while True:
             with lock:
-                if not waiting or crashpoints.stop_requested() or failures:
+                if not waiting or stopping.stop_requested() or failures:
                     return
                 index, account = waiting.pop()
             try:
@@ -150,7 +150,7 @@ def run_account(account: Account, options: RunOptions, reporter: Reporter,
             finally:
                 state.close()
             if ran and hooks and account.post_sync_command and \
-                    not crashpoints.stop_requested():
+                    not stopping.stop_requested():
                 run_post_hook(account, options.command, result, reporter)
     except sqlite3.Error as exc:
         result = _failed(account, LocalIOError(

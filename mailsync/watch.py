@@ -20,7 +20,7 @@ fetch_account for POP3), one at a time, whenever something asks for it:
 Every sync costs one log line (logfile.EventLog) and one record in the state (`mailsync
 status` shows it), and the account's watch.json in its state_dir says what its
 connection is doing. SIGTERM/SIGINT stop every account after the message in flight
-(crashpoints) and the watch exits 0; SIGHUP re-reads the config (accounts added,
+(mailsync.stopping) and the watch exits 0; SIGHUP re-reads the config (accounts added,
 removed or changed are restarted; a config that does not load is reported and the old
 one kept). Under systemd (NOTIFY_SOCKET) it sends READY=1 once every account has made
 its first pass, WATCHDOG=1 while its threads live, and STOPPING=1.
@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from mailsync import crashpoints
+from mailsync import stopping
 from mailsync.config import Account, Config, resolve_secret
 from mailsync.errors import (EX_TEMPFAIL, EX_UNAVAILABLE, LockedError, MailsyncError,
                              TemporaryError, naming_account)
@@ -576,7 +576,7 @@ class Watch:
         return 0
 
     def _signal_name(self) -> str:
-        sig = crashpoints._stop_signal
+        sig = stopping.stop_signal()
         return signal.Signals(sig).name if sig else "request"
 
     def _start(self, accounts: list[Account]) -> int:
@@ -631,7 +631,7 @@ class Watch:
 
     def _install_signals(self) -> None:
         def stop(signum: int, frame: object) -> None:
-            crashpoints._request_stop(signum, frame)   # a second signal: at once
+            stopping.request_stop(signum)   # a second signal: at once
             self._stop.set()
 
         def reload(signum: int, frame: object) -> None:

@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from mailsync import crashpoints
+from mailsync import crashpoints, stopping
 from mailsync.cli import main
 from tests.conftest import CliResult, write_config
 from tests.corpus import make_corpus, make_message
@@ -223,15 +223,14 @@ def test_status_after_an_interrupted_fetch_shows_what_was_stored(make_account, c
         if name == "written":
             written.append(name)
             if len(written) == 130:
-                crashpoints._request_stop(signal.SIGINT, None)   # as Ctrl-C would
+                stopping.request_stop(signal.SIGINT)   # as Ctrl-C would
         step(name)
 
     monkeypatch.setattr(crashpoints, "step", signalled_at_the_130th_message)
-    monkeypatch.setattr(crashpoints, "_stop_signal", None)
-    monkeypatch.setattr(crashpoints, "_raised", threading.local())
+    stopping.reset()
     stopped = cli("-c", str(acct.config), "fetch")
     monkeypatch.setattr(crashpoints, "step", step)
-    monkeypatch.setattr(crashpoints, "_stop_signal", None)
+    stopping.reset()
     assert stopped.code == 130, stopped.err
     stored = len(acct.local_messages())
     assert 100 < stored < 150
@@ -265,15 +264,14 @@ def test_status_after_an_interrupted_sync_shows_what_was_stored(imap_account, cl
             with lock:
                 downloaded.append(name)
                 if len(downloaded) == 100:
-                    crashpoints._request_stop(signal.SIGINT, None)   # as Ctrl-C would
+                    stopping.request_stop(signal.SIGINT)   # as Ctrl-C would
         step(name)
 
     monkeypatch.setattr(crashpoints, "step", signalled_after_100_messages)
-    monkeypatch.setattr(crashpoints, "_stop_signal", None)
-    monkeypatch.setattr(crashpoints, "_raised", threading.local())
+    stopping.reset()
     stopped = cli("-c", str(s.acct.config), "sync")
     monkeypatch.setattr(crashpoints, "step", step)
-    monkeypatch.setattr(crashpoints, "_stop_signal", None)
+    stopping.reset()
     assert stopped.code == 130, stopped.err
     stored = {f: len(s.local.bodies(f)) for f in ("INBOX", "Work")}
     assert 100 <= sum(stored.values()) < 180
