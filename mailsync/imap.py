@@ -30,9 +30,9 @@ import ssl
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Iterator
 
-from mailsync import adoption, fastimport
+from mailsync import fastimport
 
 fastimport.imapclient_without_metadata()   # before the first import of imapclient
 
@@ -44,6 +44,9 @@ from imapclient.response_parser import parse_response
 from imapclient.tls import IMAP4_TLS
 
 from mailsync.config import Account
+from mailsync.contracts import (CommandRefused, FolderStatus, Namespaces, RemoteMeta,  # noqa: F401
+                                ServerFolder, Sink)
+from mailsync.headers import login_safe as _login_safe, parse_message_id, searchable  # noqa: F401
 from mailsync.errors import (EX_PARTIAL, AuthError, ConfigError, MailsyncError,
                              ProtocolError, TemporaryError, UnreachableError)
 from mailsync.imapstream import FetchReader, StreamClosed, StreamError, crlf_to_lf
@@ -72,16 +75,6 @@ LETTER_FLAGS = {"D": "\\Draft", "F": "\\Flagged", "P": "$Forwarded", "R": "\\Ans
                 "S": "\\Seen", "T": "\\Deleted"}
 _FLAG_LETTERS = {flag.lower(): letter for letter, flag in LETTER_FLAGS.items()}
 _SESSION_FLAGS = {"\\recent"}    # per-session, not a property of the message
-
-
-class Sink(Protocol):
-    def write(self, data: bytes) -> None: ...
-
-
-class CommandRefused(MailsyncError):
-    """The server answered NO (folder missing, quota, read-only): this folder fails."""
-
-    exit_code = EX_PARTIAL
 
 
 class Throttled(TemporaryError):
@@ -115,48 +108,6 @@ def _throttled(label: str, what: str, text: str) -> "Throttled | None":
 
 class MissingCapability(ProtocolError):
     """The server lacks an extension without which the operation is not safe."""
-
-
-@dataclass(frozen=True)
-class ServerFolder:
-    name: str                    # UTF-8, decoded from modified UTF-7
-    raw: str                     # the server's own (encoded) name, used on the wire
-    delimiter: str | None
-    flags: frozenset[str]        # e.g. "\\Noselect", "\\HasChildren", "\\Sent"
-    selectable: bool
-    name_ok: bool = True         # False: raw is not valid modified UTF-7; name == raw
-    status: "FolderStatus | None" = None   # from LIST-STATUS, when asked and offered
-
-
-@dataclass(frozen=True)
-class Namespaces:
-    """NAMESPACE (RFC 2342), names decoded: the personal namespace's prefix ("" or e.g.
-    "INBOX.") and delimiter, and the prefixes of the other users' and shared namespaces
-    (each with its delimiter). Without NAMESPACE: no prefix, nothing else."""
-
-    personal: str = ""
-    delimiter: str | None = None
-    others: tuple[tuple[str, str | None], ...] = ()
-
-
-@dataclass(frozen=True)
-class FolderStatus:
-    uidvalidity: int
-    uidnext: int
-    exists: int
-    highestmodseq: int | None = None     # None: no CONDSTORE, or NOMODSEQ
-
-
-@dataclass(frozen=True)
-class RemoteMeta:
-    uid: int
-    flags: frozenset[str]        # Maildir letters D F P R S T
-    keywords: frozenset[str]     # every other flag, as the server spells it
-    size: int                    # RFC822.SIZE (CRLF size on the server)
-    internaldate: datetime | None    # aware, in the server's offset
-    message_id: str | None = None    # only with with_message_id=True
-    modseq: int | None = None        # with CONDSTORE
-    gm_msgid: int | None = None      # Gmail (X-GM-EXT-1): the message's id in every label
 
 
 # Pure helpers ---------------------------------------------------------------------------
@@ -233,11 +184,6 @@ def _set_ranges(text: str) -> list[tuple[int, float]]:
         hi = inf if inf in ends else max(ends)
         ranges.append((lo, hi))
     return ranges
-
-
-def parse_message_id(header: bytes | None) -> str | None:
-    """The Message-ID from a HEADER.FIELDS (MESSAGE-ID) answer (unfolded), or None."""
-    return adoption.header_field(header, "message-id")
 
 
 def redact(line: str) -> str:
@@ -569,16 +515,6 @@ def _login(client: IMAPClient, account: Account, secret: str) -> None:
                              f"{getattr(exc, 'strerror', None) or exc}", "retry later") from None
 
 
-def searchable(message_id: str | None) -> bool:
-    """A Message-ID a SEARCH HEADER can look for: not empty, printable ASCII."""
-    return bool(message_id) and _login_safe(message_id)
-
-
-def _login_safe(text: str) -> bool:
-    """LOGIN sends a quoted ASCII string: only printable ASCII is safe there."""
-    return all(" " <= ch <= "~" for ch in text)
-
-
 def _close_quietly(client: IMAPClient | None) -> None:
     if client is None:
         return
@@ -607,6 +543,7 @@ class ImapSession:
         self.capabilities = frozenset(c.decode("ascii", "replace").upper()
                                       if isinstance(c, bytes) else str(c).upper() for c in caps)
         self.gmail = "X-GM-EXT-1" in self.capabilities   # labels as folders, X-GM-MSGID
+        self.can_move = "MOVE" in self.capabilities
         self.condstore = False
         if "CONDSTORE" in self.capabilities and "ENABLE" in self.capabilities:
             self.condstore = self._enable("CONDSTORE")

@@ -14,11 +14,14 @@ import os
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Collection, Iterable, Iterator, Mapping
 
+from mailsync import traces
+from mailsync.contracts import MANAGED, Entry, Receiving
 from mailsync.errors import LocalIOError, local_io_error
+from mailsync.privatefiles import fsync_dir, make_private_dirs  # noqa: F401
 
 SUBDIRS = ("cur", "new", "tmp")
 INFO_SEP = ":2,"
@@ -104,39 +107,10 @@ def wait_until_settled(maildirs: Iterable["Maildir"]) -> None:
         time.sleep(min(wait, FINE_SETTLE))
 
 
-@dataclass(frozen=True)
-class Entry:
-    key: str
-    subdir: str
-    filename: str
-    flags: str
-
-    @property
-    def relpath(self) -> str:
-        return f"{self.subdir}/{self.filename}"
-
-
-def make_private_dirs(path: Path) -> None:
-    """mkdir -p where every folder made is 0700 (umask aside), parents included."""
-    missing = []
-    while not path.exists():
-        missing.append(path)
-        path = path.parent
-    for folder in reversed(missing):
-        folder.mkdir(mode=0o700, exist_ok=True)
-        os.chmod(folder, 0o700)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
 
 class Maildir:
-    """One Maildir folder (cur/, new/, tmp/) under path."""
+    """One Maildir folder (cur/, new/, tmp/) under path: the local store of the sync
+    engine (mailsync.contracts.LocalFolder) and of the POP3 fetch."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -269,7 +243,8 @@ class Maildir:
             raise local_io_error(exc, str(self.path)) from None
         return entry
 
-    def set_flags(self, entry: Entry, letters: Iterable[str], managed: str) -> Entry:
+    def set_flags(self, entry: Entry, letters: Iterable[str], managed: str = MANAGED
+                  ) -> Entry:
         """Give the message exactly the managed letters given; other letters a mail
         client put there (keywords) stay."""
         kept = {c for c in entry.flags if c not in managed}
@@ -308,6 +283,101 @@ class Maildir:
                 fsync_dir(self.path / sub)
         except OSError as exc:
             raise local_io_error(exc, str(self.path)) from None
+
+    # The sync engine's contract (mailsync.contracts.LocalFolder) ---------------------------
+    def locate(self, key: str, seen: Entry | None = None) -> Entry | None:
+        if seen is not None and os.path.exists(f"{self._root}/{seen.relpath}"):
+            return seen
+        return self.find(key)
+
+    def received(self, entry: Entry) -> datetime | None:
+        try:
+            return datetime.fromtimestamp(os.stat(f"{self._root}/{entry.relpath}").st_mtime,
+                                          timezone.utc)
+        except OSError:
+            return None
+
+    def new_key(self) -> str:
+        return unique_name()
+
+    def deliver(self, flags: Mapping[str, str],
+                write: Callable[[Receiving], None]) -> dict[str, Entry]:
+        receiving = _Receiving(self)
+        try:
+            write(receiving)
+        except BaseException:
+            receiving.abort_all()
+            raise
+        complete = receiving.complete_keys()
+        if not complete:
+            return {}
+        self.make_durable()   # before any of them is renamed into place
+        entries = {key: self.publish_as(key, key, "".join(sorted(flags[key])))
+                   for key in complete}
+        self.sync_dirs()
+        return entries
+
+    def replace_content(self, key: str, write: Callable[[Receiving], None]) -> Entry | None:
+        name = unique_name()
+        receiving = _Receiving(self, durable=True, rename={key: name})
+        try:
+            write(receiving)
+        except BaseException:
+            receiving.abort_all()
+            raise
+        if key not in receiving.complete_keys():
+            return None
+        # Where the message is now: a mail client may have renamed or deleted it while
+        # the new content came (replacing a stale name would make a second file).
+        entry = self.find(key)
+        if entry is None:
+            self.discard_tmp(name)
+            return None
+        entry = self.replace(entry, name)
+        self.sync_dirs()
+        return entry
+
+    def unfinished(self, key: str) -> bool:
+        return self.tmp_exists(key)
+
+    def discard_unfinished(self, key: str) -> None:
+        self.discard_tmp(key)
+
+    def settle(self) -> None:
+        self.sync_dirs()
+
+    def peer_uids(self, keys: Collection[str], uidvalidity: int) -> dict[str, int]:
+        return traces.server_uid_hints(self.path, list(keys), uidvalidity)
+
+
+class _Receiving:
+    """The writer's side of Maildir.deliver: a tmp/ file per key, closed when complete
+    (its fsync left to the batch's one make_durable, unless durable)."""
+
+    def __init__(self, maildir: Maildir, durable: bool = False,
+                 rename: Mapping[str, str] | None = None) -> None:
+        self.maildir, self.durable, self.rename = maildir, durable, rename or {}
+        self.files: dict[str, TmpFile] = {}
+        self.complete: list[str] = []
+
+    def open(self, key: str) -> "TmpFile":
+        self.files[key] = self.maildir.open_tmp(self.rename.get(key, key))
+        return self.files[key]
+
+    def completed(self, key: str) -> None:
+        self.files[key].close(durable=self.durable)
+        self.complete.append(key)
+
+    def complete_keys(self) -> list[str]:
+        done = set(self.complete)
+        for key, f in self.files.items():
+            if key not in done:
+                f.abort()
+        return [k for k in self.complete if k in self.files]
+
+    def abort_all(self) -> None:
+        for f in self.files.values():
+            f.abort()
 
 
 def _placed(key: str, flags: str, subdir: str | None = None) -> Entry:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterable
 
 from mailsync.errors import LocalIOError, LockedError, local_io_error
-from mailsync.maildir import make_private_dirs
+from mailsync.privatefiles import make_private_dirs
 from mailsync.syncplan import Pair
 
 SCHEMA_VERSION = 2

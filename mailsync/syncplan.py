@@ -86,7 +86,7 @@ same result. Flag actions are idempotent, but one whose IO ran and whose record 
 would make a later change by the user on the changed side look like the other side's
 change, so the engine journals them too. Download and Upload create messages, so their
 intent must be journalled with the chosen key / an upload token before the IO (engine's
-job: see mailsync.sync).
+job: see mailsync.imapsync.recovery).
 """
 
 from dataclasses import dataclass, field

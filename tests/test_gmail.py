@@ -1,43 +1,34 @@
 """Gmail (X-GM-EXT-1): a message in several labels is downloaded once (issue 16).
 
 Gmail shows each label as a folder and `[Gmail]/All Mail` holds every message; a message
-has one X-GM-MSGID in all of them. A fake session (tests/test_sync_names.py's in-memory
-server, with X-GM-EXT-1 and X-GM-MSGID added) stands in for Gmail; the sync runs
+has one X-GM-MSGID in all of them. The in-memory server (tests/memory_remote.py) with
+Gmail's labels stands in for Gmail; the sync runs
 in-process through engine.run_account.
 """
 
 from __future__ import annotations
 
-import zlib
 from collections import Counter
-from dataclasses import replace
 
 from mailsync import imap
 from tests.corpus import make_message
-from tests.test_sync_names import FakeServer, FakeSession, fake  # noqa: F401 (fixture)
+from tests.memory_remote import MemoryServer, MemorySession
+from tests.test_sync_names import fake  # noqa: F401 (fixture)
 
 ALL_MAIL = "[Gmail]/All Mail"
 LABELS = {"Work": range(0, 400), "Family": range(300, 700), "Receipts": range(650, 1000)}
 
 
-class GmailServer(FakeServer):
+class GmailServer(MemoryServer):
+    """Gmail: labels as folders, one X-GM-MSGID per message in all of them; counts how
+    often each message is downloaded."""
+
     def __init__(self, delimiter: str | None) -> None:
-        super().__init__(delimiter)
+        super().__init__(delimiter, gmail=True, move=False)
         self.fetched: Counter[bytes] = Counter()   # body -> times downloaded
 
 
-class GmailSession(FakeSession):
-    capabilities = frozenset({"IMAP4REV1", "X-GM-EXT-1"})
-    gmail = True
-
-    def fetch_meta(self, uids="1:*", with_message_id: bool = False, **kwargs):
-        metas = super().fetch_meta(uids, with_message_id)
-        return {uid: replace(m, gm_msgid=zlib.crc32(self.selected.messages[uid][0]) + 1)
-                for uid, m in metas.items()}
-
-    def fetch_changed(self, since):
-        return self.fetch_meta()
-
+class GmailSession(MemorySession):
     def fetch_bodies(self, uids, sink_for, done, headers_only=False, sizes=None):
         got = super().fetch_bodies(uids, sink_for, done, headers_only, sizes)
         for uid in got:
@@ -87,14 +78,14 @@ class DroppingGmailSession(GmailSession):
     """Gmail's APPEND of a message it already holds (under any label): OK with a new UID,
     and nothing stored."""
 
-    def append(self, folder, message, flags=frozenset(), internaldate=None):
+    def append(self, folder, message, letters=frozenset(), when=None):
         held = {body for f in self.server.folders.values() for body, _ in f.messages.values()}
         if message in held:
             self.server.log.append(("dropped", folder, message))
             target = self.server.folders[folder]
             target.uidnext += 1
             return target.uidnext - 1
-        return super().append(folder, message, flags, internaldate)
+        return super().append(folder, message, letters, when)
 
 
 def test_an_upload_gmail_drops_is_neither_repeated_nor_deleted(fake, monkeypatch):

@@ -83,10 +83,10 @@ def test_imap_failed_login_never_shows_the_password(make_account):
 
 BOOM = """
 import sys
-import mailsync.sync
+import mailsync.imapsync.folder
 def boom(self):
     raise RuntimeError("a bug after the login")
-mailsync.sync.FolderSync.run = boom
+mailsync.imapsync.folder.FolderSync.run = boom
 from mailsync.cli import main
 main()
 """

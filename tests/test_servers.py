@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from mailsync import sync as sync_module
+from mailsync.imapsync import folder as sync_module
 from mailsync import folders as folders_module
 from mailsync.errors import ProtocolError
 from imapclient import IMAPClient

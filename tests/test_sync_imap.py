@@ -88,7 +88,7 @@ def test_a_flag_the_mail_client_sets_while_a_run_flags_the_file_is_kept(imap_acc
     """The phone flags a message; while a run copies that flag to the file, the mail
     client marks the file read (renames it). Both flags stay, and the next run carries
     the read flag to the server: the folder is not taken for unchanged."""
-    from mailsync import sync
+    from mailsync.imapsync import folder as sync
     s = seeded(imap_account)
     s.sync()
     body = make_corpus(8)[2]

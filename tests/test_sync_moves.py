@@ -153,7 +153,7 @@ def test_a_move_killed_at_each_step_is_settled_by_the_next_run(imap_account, tmp
 
 
 def test_mail_arriving_after_the_move_check_is_still_synced(imap_account, monkeypatch):
-    from mailsync import sync
+    from mailsync.imapsync import localmoves as sync
     s = synced(imap_account)
     new, late = make_corpus(8)[6:]
     s.local.deliver("INBOX", new)          # two folders changed: the move check lists both
@@ -191,7 +191,7 @@ def test_a_message_moved_back_while_its_move_is_synced_is_not_lost(imap_account,
     # The user moves a message, mailsync moves it on the server, and before the old
     # folder's own sync the user moves it back: the old folder's record of it must not
     # make that sync take it for deleted on the server (and delete the file).
-    from mailsync import sync
+    from mailsync.imapsync import localmoves as sync
     s = synced(imap_account)
     s.local.move("INBOX", MAIL[0], "Archive")
     time.sleep(2 * FINE_SETTLE)

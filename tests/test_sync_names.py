@@ -1,15 +1,16 @@
-"""Hostile server folder names never lead outside the account's maildir (SPEC "Folder
+"""Hostile server folder names never lead outside the account's maildir (README, "Folder
 names"), and every name round-trips.
 
-Dovecot refuses most of these names, so a small in-memory IMAP backend stands in for the
-server: `mailsync.imap.connect` is replaced by one returning FakeSession, which implements
-what mailsync/sync.py calls, and the sync runs in-process through engine.run_account.
+Dovecot refuses most of these names, so the in-memory server (tests/memory_remote.py,
+held to the driver contract by tests/test_contracts.py) stands in: `mailsync.imap.connect`
+is replaced by one returning its session, and the sync runs in-process through
+engine.run_account.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,10 +18,10 @@ import pytest
 from mailsync import folders, imap, names
 from mailsync.config import load_config
 from mailsync.engine import RunOptions, run_account
-from mailsync.imap import FolderStatus, RemoteMeta, ServerFolder
 from mailsync.ports import SilentReporter
 from tests.conftest import write_config
 from tests.corpus import make_message
+from tests.memory_remote import MemoryServer, MemorySession
 
 HOSTILE = [
     "../../evil", "a/../../b", ".hidden", "foo.bar", "..", ".", "/etc/passwd", "a//b",
@@ -35,132 +36,10 @@ LAYOUTS = ("maildir++", "fs")
 DELIMITERS = ("/", ".")
 
 
-def crlf_size(body: bytes) -> int:
-    return len(body) + body.count(b"\n")
-
-
-@dataclass
-class FakeFolder:
-    uidvalidity: int
-    messages: dict[int, list] = field(default_factory=dict)   # uid -> [body (LF), letters]
-    uidnext: int = 1
-
-    def add(self, body: bytes, letters: str = "") -> int:
-        uid = self.uidnext
-        self.uidnext += 1
-        self.messages[uid] = [body, set(letters)]
-        return uid
-
-
-class FakeServer:
-    """Folders by UTF-8 name; `log` records every command that changes something."""
-
-    def __init__(self, delimiter: str | None) -> None:
-        self.delimiter = delimiter
-        self.folders: dict[str, FakeFolder] = {}
-        self.log: list[tuple] = []
-        self._validity = 1000
-
-    def folder(self, name: str) -> FakeFolder:
-        if name not in self.folders:
-            self._validity += 1
-            self.folders[name] = FakeFolder(self._validity)
-        return self.folders[name]
-
-
-class FakeSession:
-    """What sync.py uses of imap.ImapSession, over a FakeServer."""
-
-    capabilities = frozenset({"IMAP4REV1"})   # no MOVE: local moves are uploads here
-
-    def __init__(self, server: FakeServer) -> None:
-        self.server = server
-        self.delimiter = server.delimiter
-        self.selected: FakeFolder | None = None
-        self.readonly = True
-
-    def list_folders(self, with_status: bool = False) -> list[ServerFolder]:
-        return [ServerFolder(name, name, self.delimiter, frozenset(), True, True)
-                for name in self.server.folders]
-
-    def select(self, name: str, readonly: bool = False) -> FolderStatus:
-        if name not in self.server.folders:
-            raise imap.CommandRefused(f"SELECT {name!r}: no such folder")
-        self.selected, self.readonly = self.server.folders[name], readonly
-        f = self.selected
-        return FolderStatus(f.uidvalidity, f.uidnext, len(f.messages), None)
-
-    def status(self, name: str) -> FolderStatus:
-        f = self.server.folders[name]
-        return FolderStatus(f.uidvalidity, f.uidnext, len(f.messages), None)
-
-    def fetch_meta(self, uids="1:*", with_message_id: bool = False,
-                   with_date: bool = False) -> dict[int, RemoteMeta]:
-        wanted = self.selected.messages if uids == "1:*" else uids
-        out = {}
-        for uid in wanted:
-            if uid not in self.selected.messages:
-                continue
-            body, letters = self.selected.messages[uid]
-            mid = imap.parse_message_id(body.split(b"\n\n")[0]) if with_message_id else None
-            out[uid] = RemoteMeta(uid, frozenset(letters), frozenset(), crlf_size(body), None,
-                                  mid)
-        return out
-
-    def fetch_bodies(self, uids, sink_for, done, headers_only=False, sizes=None) -> set[int]:
-        got = set()
-        for uid in sorted(set(uids)):
-            if uid not in self.selected.messages:
-                continue
-            body = self.selected.messages[uid][0]
-            data = body.split(b"\n\n")[0] + b"\n\n" if headers_only else body
-            sink_for(uid).write(data)
-            done(uid, len(data))
-            got.add(uid)
-        return got
-
-    def _write(self, *entry) -> None:
-        assert not self.readonly, f"{entry[0]} on a folder selected read-only"
-        self.server.log.append(entry)
-
-    def append(self, folder: str, message: bytes, flags=frozenset(), internaldate=None) -> int:
-        self.server.log.append(("append", folder, message))
-        return self.server.folders[folder].add(message, "".join(flags))
-
-    def create_folder(self, name: str) -> None:
-        self.server.log.append(("create", name))
-        self.server.folder(name)
-
-    def add_flags(self, uids, letters) -> None:
-        self._write("add_flags", tuple(uids), tuple(letters))
-        for uid in uids:
-            self.selected.messages[uid][1] |= set(letters)
-
-    def remove_flags(self, uids, letters) -> None:
-        self._write("remove_flags", tuple(uids), tuple(letters))
-        for uid in uids:
-            self.selected.messages[uid][1] -= set(letters)
-
-    def expunge(self, uids) -> None:
-        self._write("expunge", tuple(uids))
-        for uid in uids:
-            self.selected.messages.pop(uid, None)
-
-    def find_by_message_id(self, message_id: str) -> list[int]:
-        return [uid for uid, (body, _) in self.selected.messages.items()
-                if imap.parse_message_id(body.split(b"\n\n")[0]) == message_id]
-
-    def logout(self) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
-
-
 @dataclass
 class Setup:
     base: Path
-    server: FakeServer
+    server: MemoryServer
     config: Path
     layout: str
 
@@ -193,9 +72,10 @@ def fake(tmp_path, monkeypatch):
     """make(layout, delimiter) -> Setup: an account whose maildir is two levels down in
     tmp_path (so '../..' from it would still land inside tmp_path, where the test looks)."""
     def make(layout: str = "maildir++", delimiter: str | None = "/") -> Setup:
-        server = FakeServer(delimiter)
+        # no MOVE (local moves are uploads here), no CONDSTORE: every run looks at all
+        server = MemoryServer(delimiter, move=False, condstore=False)
         monkeypatch.setattr(imap, "connect",
-                            lambda account, secret, trace=None, **kw: FakeSession(server))
+                            lambda account, secret, trace=None, **kw: MemorySession(server))
         deep = tmp_path / "one" / "two"
         deep.mkdir(parents=True)
         config = write_config(tmp_path / "config.toml", "fake", {
@@ -225,7 +105,7 @@ def assert_nothing_outside(s: Setup) -> None:
         assert inside or real in parents or path == s.config, f"written outside: {path}"
 
 
-def seed(server: FakeServer) -> dict[str, list[bytes]]:
+def seed(server: MemoryServer) -> dict[str, list[bytes]]:
     server.folder("INBOX").add(make_message(0), "S")
     bodies = {"INBOX": [make_message(0)]}
     for i, name in enumerate(HOSTILE, start=1):

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from mailsync.pool import Pool
-from mailsync.sync import SharedReporter
+from mailsync.imapsync.account import SharedReporter
 from tests.corpus import make_corpus
 from tests.proxy import CutProxy
 from tests.test_links import (assert_clean_failure, assert_converged, assert_nothing_lost,
@@ -70,7 +70,7 @@ def test_folders_are_reported_in_the_same_order_with_one_or_two_connections(
 def test_with_several_connections_the_folders_with_most_mail_start_first():
     from mailsync.folders import FolderPairing
     from mailsync.imap import FolderStatus
-    from mailsync.sync import _largest_first
+    from mailsync.imapsync.account import _largest_first
 
     def pairing(name, messages):
         status = None if messages is None else FolderStatus(1, messages + 1, messages)

@@ -384,7 +384,8 @@ def test_a_placeholder_re_flagged_while_its_body_comes_stays_one_message(imap_ac
     while its body downloads, the mail client marks the placeholder read (renames it). The whole message takes the
     placeholder's place under its new name: one file, the phone's flag and the
     client's both kept, and the next run carries the read flag to the server."""
-    from mailsync import imap, sync
+    from mailsync import imap
+    from mailsync.imapsync import folder as sync
     s = headers_first(imap_account)
     assert s.sync().code == 0
     stub = next(f for f in _placeholder_files(s) if b"X-Corpus-Index: 900" in f.read_bytes())
