@@ -250,3 +250,50 @@ def test_man_page_renders_without_warnings():
     done = subprocess.run([groff, "-man", "-Tutf8", "-ww", "-z", str(MAN)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
+# The repository stands alone -------------------------------------------------------------
+# Working papers kept outside the repository (a product spec, design notes, a shared
+# folder) must not be cited: whoever clones the project cannot read them. The design is
+# docs/design.md; the contract is the README and the man page.
+_OUTSIDE = re.compile("|".join([r"\.\./" + "shared", r"/work/" + "shared",
+                                r"\b" + "SP" + r"EC(?:\.md)?\b(?!-)",
+                                r"\b" + "DES" + r"IGN(?:\.md)?\b"]))
+_MD_LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+
+
+def _repository_files() -> list[Path]:
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout
+    return [ROOT / name for name in listed.splitlines()
+            if (ROOT / name).is_file() and not name.startswith(".venv/")]
+
+
+def test_no_file_cites_a_document_outside_the_repository():
+    cited = []
+    for path in _repository_files():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        for number, line in enumerate(text.splitlines(), 1):
+            if _OUTSIDE.search(line):
+                cited.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()[:100]}")
+    assert not cited, "cites a document outside the repository:\n" + "\n".join(cited)
+
+
+def test_every_link_in_the_docs_points_at_a_file_in_the_repository():
+    broken = []
+    for path in [README, *sorted((ROOT / "docs").glob("*.md")), *sorted(ROOT.glob("bench/*.md"))]:
+        for target in _MD_LINK.findall(path.read_text(encoding="utf-8")):
+            if re.match(r"[a-z]+:", target):
+                continue                     # https:, mailto:
+            if not (path.parent / target).resolve().is_relative_to(ROOT) \
+                    or not (path.parent / target).exists():
+                broken.append(f"{path.relative_to(ROOT)}: {target}")
+    assert not broken, "links to nothing in the repository:\n" + "\n".join(broken)
+
+
+def test_the_readme_links_to_the_design_page():
+    assert "](docs/design.md)" in README.read_text(encoding="utf-8")
+    assert (ROOT / "docs" / "design.md").is_file()

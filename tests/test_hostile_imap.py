@@ -7,12 +7,12 @@ or said BYE (retry later); exactly one line on stderr naming the account; no tra
 nothing written outside the maildir and the state folder; no message stored from a
 broken answer.
 
-Not failures, by design (documented in mailsync/imap.py and SPEC "Folder names"):
-answers for UIDs that were not asked for are ignored; repeated metadata for one UID is
-merged (servers send unsolicited FLAGS updates); hostile folder names map to safe
-paths inside the maildir; a body longer than its RFC822.SIZE is stored whole (servers
-misreport sizes; memory stays bounded by streaming); an unreadable INTERNALDATE is
-treated as unknown.
+Not failures, by design (documented in the IMAP driver, mailsync/imap, and the man
+page's "Folder names"): answers for UIDs that were not asked for are ignored; repeated
+metadata for one UID is merged (servers send unsolicited FLAGS updates); hostile folder
+names map to safe paths inside the maildir; a body longer than its RFC822.SIZE is stored
+whole (servers misreport sizes; memory stays bounded by streaming); an unreadable
+INTERNALDATE is treated as unknown.
 
 Limits that make a protocol error (65): a literal imaplib would hold in memory over
 64 MiB (names, flags, headers), a body literal over 2 GiB, a body over 64 MiB sent

@@ -1,4 +1,4 @@
-"""The one-way modes against the real Dovecot (SPEC "Sync semantics (IMAP)"): pull, push
+"""The one-way modes against the real Dovecot (man page, SYNC SEMANTICS, "Modes"): pull, push
 and backup, each chosen by `sync --mode X` and by the account key `mode`, and `fetch` on
 an IMAP account, which is a pull.
 
