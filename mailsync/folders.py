@@ -81,7 +81,7 @@ def local_maildirs(root: Path, layout: str) -> dict[str, tuple[str, ...] | None]
     found: dict[str, tuple[str, ...] | None] = {}
     if not root.is_dir():
         return found
-    if layout == "maildir++":
+    if layout in names.MAILDIRPP:
         candidates = [""] + [e for e in os.listdir(root) if e.startswith(".")
                              and e not in (".", "..")]
     else:
@@ -89,11 +89,20 @@ def local_maildirs(root: Path, layout: str) -> dict[str, tuple[str, ...] | None]
     for relpath in candidates:
         if not _is_maildir(root / relpath if relpath else root):
             continue
-        try:
-            found[relpath] = names.parts_from_local(relpath, layout)
-        except ValueError:
-            found[relpath] = None
+        found[relpath] = _parts(relpath, layout)
     return found
+
+
+def _parts(relpath: str, layout: str) -> tuple[str, ...] | None:
+    """The folder a local path names: in mailsync's naming for the layout, else (in
+    maildir++) in its UTF-8 spelling, which mailsync wrote before modified UTF-7 became
+    the default there and which a user may still make by hand (`.Entwürfe`)."""
+    for spelling in (layout, "maildir++-utf8") if layout == "maildir++" else (layout,):
+        try:
+            return names.parts_from_local(relpath, spelling)
+        except ValueError:
+            continue
+    return None
 
 
 def local_folders(root: Path, layout: str) -> dict[tuple[str, ...], str]:
@@ -226,12 +235,20 @@ def pair_folders(server: list[ServerSide], local: Mapping[str, tuple[str, ...] |
             own = names.local_relpath(parts, layout)
             whole = names.canonical_parts(names.server_to_components(folder.name,
                                                                      folder.delimiter))
-            legacy = (names.local_relpath(whole, layout),) if whole != parts else ()
+            # Paths mailsync itself wrote before: with the personal prefix (before it
+            # read NAMESPACE), in UTF-8 (before modified UTF-7 was maildir++'s naming).
+            olds = [(parts, False), (parts, True)] + ([(whole, False), (whole, True)]
+                                                      if whole != parts else [])
+            legacy = tuple(dict.fromkeys(
+                p for p in (names.other_spelling(ps, layout) if other
+                            else names.local_relpath(ps, layout) for ps, other in olds)
+                if p and p != own))
         except ValueError as exc:
             skipped.append(Skipped(folder.name, f"cannot map the name to a local folder: {exc}"))
             continue
-        mapped.append(_Mapped(folder, _canonical(folder.name), parts, own,
-                              legacy + names.peer_relpaths(parts, layout), shown, outside))
+        peers = tuple(dict.fromkeys(legacy + names.peer_relpaths(parts, layout)))
+        mapped.append(_Mapped(folder, _canonical(folder.name), parts, own, peers, shown,
+                              outside))
     relpaths = _choose_relpaths(mapped, local, known)
     recorded_for = {relpath: name for name, relpath in known.items()}
     listed = {m.name for m in mapped}
@@ -263,7 +280,8 @@ def pair_folders(server: list[ServerSide], local: Mapping[str, tuple[str, ...] |
             continue   # push never creates local folders
         pairings.append(FolderPairing(m.name, relpath, m.folder, exists,
                                       create_local=not exists and m.name not in known))
-    for relpath, parts in sorted(local.items()):
+    uploading: dict[str, str] = {}   # new server folder -> the local folder it comes from
+    for relpath, parts in sorted(local.items(), key=lambda item: _own_first(item, layout)):
         if relpath in consumed:
             continue
         if relpath in recorded_for and recorded_for[relpath] not in listed:
@@ -288,9 +306,25 @@ def pair_folders(server: list[ServerSide], local: Mapping[str, tuple[str, ...] |
         if name in known:
             skipped.append(Skipped(name, "the folder is gone from the server; the local "
                                          "copy is kept (delete it by hand if intended)", False))
+        elif name in uploading:
+            # the same name in both Maildir++ spellings (.Entw&APw-rfe and .Entwürfe)
+            skipped.append(Skipped(relpath, f"names the same folder as "
+                                            f"{uploading[name]}, which is created on the "
+                                            f"server as {name}; left alone", False))
         elif mode in REMOTE_MODES:
+            uploading[name] = relpath
             pairings.append(FolderPairing(name, relpath, None, True, create_remote=True))
     return pairings, skipped
+
+
+def _own_first(item: tuple[str, tuple[str, ...] | None], layout: str) -> tuple[bool, str]:
+    """Local folders in order, the layout's own spelling of a name before another's."""
+    relpath, parts = item
+    try:
+        own = parts is not None and names.local_relpath(parts, layout) == relpath
+    except ValueError:
+        own = False
+    return (not own, relpath)
 
 
 def _choose_relpaths(mapped: list[_Mapped], local: Mapping[str, tuple[str, ...] | None],

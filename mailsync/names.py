@@ -13,15 +13,19 @@ and back with ``parts_from_local`` / ``components_to_server`` / ``encode_mutf7``
 
 Escaping scheme (per component)
 -------------------------------
-Each component is written as UTF-8 text in which only unsafe characters are
-replaced by ``%XX``, the upper-case hex of each of their UTF-8 bytes.
-Ordinary letters (``ä``, ``日本``) stay as they are. Unsafe are:
+In ``maildir++`` (the default) a component is first written in modified UTF-7,
+as Dovecot and Courier keep Maildir++ folder names on disk (``Entwürfe`` ->
+``Entw&APw-rfe``, ``R&D`` -> ``R&-D``; control characters are base64 there
+too); the ``%XX`` escapes below then apply to the ASCII that results. In
+``maildir++-utf8`` and ``fs`` a component is written as UTF-8 text in which only
+unsafe characters are replaced by ``%XX``, the upper-case hex of each of their
+UTF-8 bytes. Ordinary letters (``ä``, ``日本``) stay as they are. Unsafe are:
 
 * ``%`` (the escape character itself) -> ``%25``
 * ``/`` -> ``%2F`` and ``\\`` -> ``%5C``
 * control characters (Unicode category Cc: C0, DEL, C1) and the line/paragraph
   separators U+2028/U+2029, e.g. NUL -> ``%00``, U+0085 -> ``%C2%85``
-* ``.``: everywhere in ``maildir++`` (it is the hierarchy separator there);
+* ``.``: everywhere in both Maildir++ layouts (it is the hierarchy separator there);
   in ``fs`` only as the first character (so no component is ``.``, ``..`` or
   a hidden file).
 * in ``fs`` only: a component equal to ``new``, ``cur`` or ``tmp`` (compared
@@ -43,8 +47,13 @@ absurdly long server names; the file system then reports the error.)
 Layouts
 -------
 ``maildir++`` (Dovecot/Courier): INBOX is the account root itself (relpath
-``""``); folder ``A/B`` is ``.A.B`` at the root.
-``fs``: INBOX is the directory ``INBOX``; ``A/B`` is ``A/B``.
+``""``); folder ``A/B`` is ``.A.B`` at the root, names in modified UTF-7.
+``maildir++-utf8``: the same with UTF-8 names (``.Entwürfe``; Dovecot reads them
+with ``:UTF-8`` in ``mail_location``; mailsync wrote them in ``maildir++`` before).
+``fs``: INBOX is the directory ``INBOX``; ``A/B`` is ``A/B``, names in UTF-8.
+
+``other_spelling`` gives a folder's path in the other Maildir++ naming, so that a
+folder written or recorded under it is kept there (an upgrade never doubles it).
 
 INBOX is case-insensitive (RFC 3501): a one-component name equal to ``INBOX``
 in any ASCII case *is* INBOX. Only that exact top-level name is folded; the
@@ -89,11 +98,13 @@ __all__ = [
     "local_relpath",
     "matches",
     "parts_from_local",
+    "other_spelling",
     "peer_relpaths",
     "server_to_components",
 ]
 
-LAYOUTS = ("maildir++", "fs")
+LAYOUTS = ("maildir++", "maildir++-utf8", "fs")
+MAILDIRPP = frozenset({"maildir++", "maildir++-utf8"})   # .A.B at the root
 MAX_COMPONENT_BYTES = 255
 INBOX = "INBOX"
 
@@ -329,6 +340,8 @@ def _escape(ch: str) -> str:
 def _encode_component(part: str, layout: str) -> str:
     if part == "":
         return _EMPTY
+    if layout == "maildir++":
+        return _encode_mutf7_component(part)
     out = []
     for i, ch in enumerate(part):
         if "\ud800" <= ch <= "\udfff":
@@ -336,7 +349,7 @@ def _encode_component(part: str, layout: str) -> str:
                              "(lone surrogate)")
         if (ch in _ALWAYS_UNSAFE
                 or unicodedata.category(ch) in _UNSAFE_CATEGORIES
-                or (ch == "." and (layout == "maildir++" or i == 0))):
+                or (ch == "." and (layout in MAILDIRPP or i == 0))):
             out.append(_escape(ch))
         else:
             out.append(ch)
@@ -346,10 +359,23 @@ def _encode_component(part: str, layout: str) -> str:
     return encoded
 
 
-def _decode_component(encoded: str) -> str:
-    """Undo the %XX escapes (no canonical check; the caller re-encodes)."""
+def _encode_mutf7_component(part: str) -> str:
+    """Modified UTF-7 (Dovecot's and Courier's Maildir++ spelling), then %XX for the
+    ASCII that cannot stand in a Maildir++ name: the escape itself, the separator
+    '.', and the path separators."""
+    return "".join(_escape(ch) if ch in _ALWAYS_UNSAFE or ch == "." else ch
+                   for ch in encode_mutf7(part))
+
+
+def _decode_component(encoded: str, layout: str) -> str:
+    """Undo the %XX escapes, and modified UTF-7 in ``maildir++`` (no canonical check;
+    the caller re-encodes)."""
     if encoded == _EMPTY:
         return ""
+    if layout == "maildir++":
+        if not encoded.isascii():
+            raise ValueError(f"local folder name {encoded!r} is not modified UTF-7")
+        return decode_mutf7(_decode_component(encoded, "fs"))
     data = bytearray()
     i, n = 0, len(encoded)
     while i < n:
@@ -416,7 +442,7 @@ def local_relpath(parts: Sequence[str], layout: str) -> str:
     """
     _check_layout(layout)
     parts = canonical_parts(parts)
-    if layout == "maildir++":
+    if layout in MAILDIRPP:
         if parts == (INBOX,):
             return ""
         name = "." + ".".join(_encode_component(p, layout) for p in parts)
@@ -435,15 +461,15 @@ def parts_from_local(relpath: str, layout: str) -> tuple[str, ...]:
     _check_layout(layout)
     if not isinstance(relpath, str):
         raise TypeError(f"relpath must be str, not {type(relpath).__name__}")
-    if layout == "maildir++" and relpath == "":
+    if layout in MAILDIRPP and relpath == "":
         return (INBOX,)
     merged = _join_long(relpath.split("/"), relpath)
-    if layout == "maildir++":
+    if layout in MAILDIRPP:
         if len(merged) != 1 or not merged[0].startswith(".") or len(merged[0]) < 2:
             raise ValueError(f"{relpath!r} is not a maildir++ folder name")
-        parts = tuple(_decode_component(c) for c in merged[0][1:].split("."))
+        parts = tuple(_decode_component(c, layout) for c in merged[0][1:].split("."))
     else:
-        parts = tuple(_decode_component(c) for c in merged)
+        parts = tuple(_decode_component(c, layout) for c in merged)
     if local_relpath(parts, layout) != relpath:
         raise ValueError(f"{relpath!r} is not a folder path written by mailsync "
                          f"({layout} layout); it would be "
@@ -511,7 +537,7 @@ def peer_relpaths(parts: Sequence[str], layout: str) -> tuple[str, ...]:
         return ()
     if "" in encoded:
         return ()
-    if layout == "maildir++":
+    if layout in MAILDIRPP:
         candidates = [_mbsync_maildirpp(encoded)]
     else:
         candidates = [_mbsync_verbatim(encoded), _mbsync_legacy(encoded),
@@ -522,6 +548,22 @@ def peer_relpaths(parts: Sequence[str], layout: str) -> tuple[str, ...]:
                 and _is_safe_peer_path(relpath)):
             out.append(relpath)
     return tuple(out)
+
+
+def other_spelling(parts: Sequence[str], layout: str) -> str | None:
+    """The folder's path in the other Maildir++ naming (UTF-8 for ``maildir++``,
+    modified UTF-7 for ``maildir++-utf8``) where it differs; None otherwise and in
+    ``fs``. A folder recorded or found under it keeps it: mailsync wrote UTF-8 names in
+    ``maildir++`` before modified UTF-7 became its default there."""
+    _check_layout(layout)
+    if layout not in MAILDIRPP:
+        return None
+    other = "maildir++-utf8" if layout == "maildir++" else "maildir++"
+    try:
+        own, theirs = local_relpath(parts, layout), local_relpath(parts, other)
+    except ValueError:
+        return None
+    return theirs if theirs != own else None
 
 
 def _mbsync_maildirpp(encoded: tuple[str, ...]) -> str | None:

@@ -8,18 +8,12 @@ from pathlib import Path
 import pytest
 
 from mailsync import names
-from mailsync.folders import ServerSide, local_folders, local_maildirs, pair_folders
+from mailsync.folders import ServerSide, _parts, local_folders, local_maildirs, pair_folders
 
 
 def listing(layout: str, *relpaths: str) -> dict[str, tuple[str, ...] | None]:
     """What local_maildirs would report for these Maildirs."""
-    out: dict[str, tuple[str, ...] | None] = {}
-    for rel in relpaths:
-        try:
-            out[rel] = names.parts_from_local(rel, layout)
-        except ValueError:
-            out[rel] = None
-    return out
+    return {rel: _parts(rel, layout) for rel in relpaths}
 
 
 def pair(layout, server, local, known=None, mode="sync", include=("*",), exclude=()):
@@ -37,50 +31,50 @@ def pair(layout, server, local, known=None, mode="sync", include=("*",), exclude
 #  want skipped names)
 CASES = [
     pytest.param(
-        "maildir++", ["INBOX", "Entwürfe"], ["", ".Entw&APw-rfe"], {},
+        "maildir++-utf8", ["INBOX", "Entwürfe"], ["", ".Entw&APw-rfe"], {},
         {"INBOX": ("", "exists"), "Entwürfe": (".Entw&APw-rfe", "exists")}, {}, set(),
         id="mbsync-maildir++-adopted"),
     pytest.param(
-        "maildir++", ["INBOX", "Entwürfe"], [""], {},
+        "maildir++-utf8", ["INBOX", "Entwürfe"], [""], {},
         {"INBOX": ("", "exists"), "Entwürfe": (".Entwürfe", "create")}, {}, set(),
         id="nothing-to-adopt-creates-own"),
     pytest.param(
-        "maildir++", ["INBOX", "Entwürfe"], ["", ".Entwürfe", ".Entw&APw-rfe"], {},
+        "maildir++-utf8", ["INBOX", "Entwürfe"], ["", ".Entwürfe", ".Entw&APw-rfe"], {},
         {"INBOX": ("", "exists"), "Entwürfe": (".Entwürfe", "exists")}, {},
         {"Entw&APw-rfe"}, id="own-wins-peer-copy-left-alone-not-uploaded"),
     pytest.param(
-        "maildir++", ["INBOX", "Entwürfe"], ["", ".Entwürfe", ".Entw&APw-rfe"],
+        "maildir++-utf8", ["INBOX", "Entwürfe"], ["", ".Entwürfe", ".Entw&APw-rfe"],
         {"Entwürfe": ".Entw&APw-rfe"},
         {"INBOX": ("", "exists"), "Entwürfe": (".Entw&APw-rfe", "exists")}, {},
         {"Entwürfe"}, id="recorded-wins-own-copy-left-alone"),
     pytest.param(
-        "maildir++", ["INBOX", "Entwürfe"], [""], {"Entwürfe": ".Entw&APw-rfe"},
+        "maildir++-utf8", ["INBOX", "Entwürfe"], [""], {"Entwürfe": ".Entw&APw-rfe"},
         {"INBOX": ("", "exists"), "Entwürfe": (".Entw&APw-rfe", "missing")}, {}, set(),
         id="recorded-peer-path-kept-when-missing"),
     pytest.param(
-        "maildir++", ["INBOX", "Entwürfe"], ["", "Entwürfe"], {"Entwürfe": "Entwürfe"},
+        "maildir++-utf8", ["INBOX", "Entwürfe"], ["", "Entwürfe"], {"Entwürfe": "Entwürfe"},
         {"INBOX": ("", "exists"), "Entwürfe": (".Entwürfe", "missing")}, {}, set(),
         id="record-from-another-layout-maps-afresh"),
     pytest.param(
-        "maildir++", ["INBOX", "INBOX/Sub"], ["", "..Sub"], {},
+        "maildir++-utf8", ["INBOX", "INBOX/Sub"], ["", "..Sub"], {},
         {"INBOX": ("", "exists"), "INBOX/Sub": ("..Sub", "exists")}, {}, set(),
         id="mbsync-inbox-child"),
     pytest.param(
-        "maildir++", ["INBOX", "Entwürfe", "Entw&APw-rfe"], ["", ".Entw&APw-rfe"], {},
+        "maildir++-utf8", ["INBOX", "Entwürfe", "Entw&APw-rfe"], ["", ".Entw&APw-rfe"], {},
         {"INBOX": ("", "exists"), "Entwürfe": (".Entwürfe", "create"),
          "Entw&APw-rfe": (".Entw&APw-rfe", "exists")}, {}, set(),
         id="a-folder-own-name-beats-another-peer-name"),
     pytest.param(
-        "maildir++", ["INBOX", "Entwürfe", "Entw&APw-rfe"], ["", ".Entw&APw-rfe"],
+        "maildir++-utf8", ["INBOX", "Entwürfe", "Entw&APw-rfe"], ["", ".Entw&APw-rfe"],
         {"Entwürfe": ".Entw&APw-rfe"},
         {"INBOX": ("", "exists"), "Entwürfe": (".Entw&APw-rfe", "exists")}, {},
         {"Entw&APw-rfe"}, id="own-path-held-by-an-adopted-folder-is-refused"),
     pytest.param(
-        "maildir++", ["INBOX"], ["", ".Entw&APw-rfe"], {},
+        "maildir++-utf8", ["INBOX"], ["", ".Entw&APw-rfe"], {},
         {"INBOX": ("", "exists")}, {"Entw&APw-rfe": ".Entw&APw-rfe"}, set(),
         id="unmatched-local-folder-still-uploaded"),
     pytest.param(
-        "maildir++", ["INBOX"], ["", ".Entw&APw-rfe"], {"Entwürfe": ".Entw&APw-rfe"},
+        "maildir++-utf8", ["INBOX"], ["", ".Entw&APw-rfe"], {"Entwürfe": ".Entw&APw-rfe"},
         {"INBOX": ("", "exists")}, {}, {"Entwürfe"},
         id="adopted-folder-gone-from-server-not-uploaded-again"),
     pytest.param(
@@ -112,6 +106,41 @@ CASES = [
         "fs", ["INBOX", "A.B/C", "A/B.C"], ["INBOX", "A.B.C"], {},
         {"INBOX": ("INBOX", "exists"), "A.B/C": ("A.B.C", "exists"),
          "A/B.C": ("A/B.C", "create")}, {}, set(), id="one-path-to-one-folder-only"),
+    # maildir++ (the default) names folders in modified UTF-7, as Dovecot and Courier;
+    # mailsync wrote UTF-8 there before: an upgrade keeps those folders where they are.
+    pytest.param(
+        "maildir++", ["INBOX", "Entwürfe"], [""], {},
+        {"INBOX": ("", "exists"), "Entwürfe": (".Entw&APw-rfe", "create")}, {}, set(),
+        id="new-folder-in-modified-utf7"),
+    pytest.param(
+        "maildir++", ["INBOX", "Entwürfe"], ["", ".Entwürfe"], {"Entwürfe": ".Entwürfe"},
+        {"INBOX": ("", "exists"), "Entwürfe": (".Entwürfe", "exists")}, {}, set(),
+        id="upgrade-keeps-the-recorded-utf8-folder"),
+    pytest.param(
+        "maildir++", ["INBOX", "Entwürfe"], ["", ".Entwürfe"], {},
+        {"INBOX": ("", "exists"), "Entwürfe": (".Entwürfe", "exists")}, {}, set(),
+        id="unrecorded-utf8-folder-adopted-not-doubled"),
+    pytest.param(
+        "maildir++", ["INBOX", "Entwürfe"], ["", ".Entw&APw-rfe"], {"Entwürfe": ".Entwürfe"},
+        {"INBOX": ("", "exists"), "Entwürfe": (".Entw&APw-rfe", "exists")}, {}, set(),
+        id="utf8-folder-renamed-to-modified-utf7-follows"),
+    pytest.param(
+        "maildir++", ["INBOX", "Entwürfe"], ["", ".Entwürfe", ".Entw&APw-rfe"],
+        {"Entwürfe": ".Entwürfe"},
+        {"INBOX": ("", "exists"), "Entwürfe": (".Entwürfe", "exists")}, {}, {"Entwürfe"},
+        id="recorded-utf8-wins-own-left-alone"),
+    pytest.param(
+        "maildir++", ["INBOX"], ["", ".Entwürfe", ".R&-D"], {},
+        {"INBOX": ("", "exists")}, {"Entwürfe": ".Entwürfe", "R&D": ".R&-D"}, set(),
+        id="local-folders-in-either-spelling-uploaded"),
+    pytest.param(
+        "maildir++", ["INBOX"], ["", ".Entwürfe", ".Entw&APw-rfe"], {},
+        {"INBOX": ("", "exists")}, {"Entwürfe": ".Entw&APw-rfe"}, {".Entwürfe"},
+        id="one-name-in-both-spellings-uploaded-once"),
+    pytest.param(
+        "maildir++-utf8", ["INBOX", "Entwürfe"], [""], {},
+        {"INBOX": ("", "exists"), "Entwürfe": (".Entwürfe", "create")}, {}, set(),
+        id="utf8-choice-creates-utf8"),
 ]
 
 
@@ -126,25 +155,25 @@ def test_pair_folders(layout, server, local, known, synced, uploads, skipped):
 
 
 def test_excluded_folder_peer_copy_is_neither_synced_nor_uploaded():
-    synced, uploads, skipped = pair("maildir++", ["INBOX", "Entwürfe"],
+    synced, uploads, skipped = pair("maildir++-utf8", ["INBOX", "Entwürfe"],
                                     ["", ".Entw&APw-rfe"], exclude=("Entwürfe",))
     assert synced == {"INBOX": ("", "exists")}
     assert uploads == {} and skipped == {}
 
 
 def test_push_adopts_but_never_creates_local_folders():
-    synced, uploads, _ = pair("maildir++", ["INBOX", "Entwürfe", "Sent"],
+    synced, uploads, _ = pair("maildir++-utf8", ["INBOX", "Entwürfe", "Sent"],
                               ["", ".Entw&APw-rfe"], mode="push")
     assert synced == {"INBOX": ("", "exists"), "Entwürfe": (".Entw&APw-rfe", "exists")}
     assert uploads == {}
 
 
 def test_the_notes_name_the_folders():
-    _, _, skipped = pair("maildir++", ["INBOX", "Entwürfe"],
+    _, _, skipped = pair("maildir++-utf8", ["INBOX", "Entwürfe"],
                          ["", ".Entwürfe", ".Entw&APw-rfe"])
     assert "copy of server folder Entwürfe" in skipped["Entw&APw-rfe"]
     assert ".Entwürfe" in skipped["Entw&APw-rfe"]
-    _, _, skipped = pair("maildir++", ["INBOX", "Entwürfe", "Entw&APw-rfe"],
+    _, _, skipped = pair("maildir++-utf8", ["INBOX", "Entwürfe", "Entw&APw-rfe"],
                          ["", ".Entw&APw-rfe"], {"Entwürfe": ".Entw&APw-rfe"})
     assert "Entwürfe" in skipped["Entw&APw-rfe"]
 
@@ -170,6 +199,10 @@ def test_local_maildirs_lists_peer_names_and_local_folders_only_mailsyncs(tmp_pa
 def test_local_maildirs_maildirpp(tmp_path):
     for rel in ("", ".Entw&APw-rfe", "..Sub", ".100%"):
         maildir(tmp_path, rel)
-    assert local_maildirs(tmp_path, "maildir++") == {
+    assert local_maildirs(tmp_path, "maildir++-utf8") == {
         "": ("INBOX",), ".Entw&APw-rfe": ("Entw&APw-rfe",), "..Sub": None, ".100%": None}
+    maildir(tmp_path, ".Entwürfe")       # written in UTF-8 before, or made by hand
+    assert local_maildirs(tmp_path, "maildir++") == {
+        "": ("INBOX",), ".Entw&APw-rfe": ("Entwürfe",), ".Entwürfe": ("Entwürfe",),
+        "..Sub": None, ".100%": None}
     assert local_maildirs(tmp_path / "absent", "maildir++") == {}

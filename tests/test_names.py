@@ -19,17 +19,19 @@ from mailsync.names import (
     local_relpath,
     matches,
     parts_from_local,
+    other_spelling,
     peer_relpaths,
     server_to_components,
 )
 
-LAYOUTS = ("maildir++", "fs")
+LAYOUTS = ("maildir++", "maildir++-utf8", "fs")
 LONG = "x" * 300
 LONG_DOTS = "a" + "." * 400 + "new"
 LONG_UNI = "日本" * 100            # 600 bytes of UTF-8
 LONG_ESC = "%" * 120              # 360 bytes once escaped
 
-# (server name as components, maildir++ relpath, fs relpath)
+# (server name as components, maildir++-utf8 relpath, fs relpath); maildir++ is the
+# same as maildir++-utf8 except for the names in MUTF7 below
 TABLE = [
     (("INBOX",), "", "INBOX"),
     (("Sent",), ".Sent", "Sent"),
@@ -71,13 +73,38 @@ TABLE = [
 ]
 
 
+# maildir++ (the default): modified UTF-7 on disk, as Dovecot and Courier keep it
+MUTF7 = {
+    ("Entwürfe",): ".Entw&APw-rfe",
+    ("日本語", "メール"): ".&ZeVnLIqe-.&MOEw,DDr-",
+    ("nul\x00byte",): ".nul&AAA-byte",
+    ("tab\tnl\n\x7f",): ".tab&AAk-nl&AAoAfw-",
+    ("c1\x85",): ".c1&AIU-",
+    ("ls\u2028",): ".ls&ICg-",
+    ("ınbox",): ".&ATE-nbox",
+}
+
+
 @pytest.mark.parametrize("parts,mdpp,fs", TABLE)
 def test_table(parts, mdpp, fs):
-    for layout, want in (("maildir++", mdpp), ("fs", fs)):
+    for layout, want in (("maildir++", MUTF7.get(parts, mdpp)), ("maildir++-utf8", mdpp),
+                         ("fs", fs)):
         got = local_relpath(parts, layout)
         assert got == want, layout
         assert is_safe_relpath(got)
         assert parts_from_local(got, layout) == canonical_parts(parts)
+
+
+def test_maildirpp_names_are_modified_utf7_on_disk_and_utf8_a_choice():
+    assert local_relpath(("R&D",), "maildir++") == ".R&-D"          # as Dovecot writes it
+    assert local_relpath(("R&D",), "maildir++-utf8") == ".R&D"
+    assert other_spelling(("Entwürfe",), "maildir++") == ".Entwürfe"
+    assert other_spelling(("Entwürfe",), "maildir++-utf8") == ".Entw&APw-rfe"
+    assert other_spelling(("Sent",), "maildir++") is None
+    assert other_spelling(("Entwürfe",), "fs") is None
+    for not_mutf7 in (".Entwürfe", ".R&D", ".Entw&APw"):
+        with pytest.raises(ValueError):
+            parts_from_local(not_mutf7, "maildir++")
 
 
 @pytest.mark.parametrize("inbox", ["INBOX", "inbox", "Inbox", "iNbOx"])
@@ -380,10 +407,11 @@ def test_parts_from_local_never_crashes(rel, layout):
 
 # ---------------------------------------------------------------- other tools' names
 
-# (server name as components, maildir++ candidates, fs candidates): what isync 1.4.4
-# (SubFolders Maildir++; Verbatim, Legacy) and offlineimap 8 (default Maildir, sep ".")
-# write for the folder, checked by running them against Dovecot; mailsync's own name
-# (local_relpath) is never repeated.
+# (server name as components, maildir++-utf8 candidates, fs candidates): what isync
+# 1.4.4 (SubFolders Maildir++; Verbatim, Legacy) and offlineimap 8 (default Maildir,
+# sep ".") write for the folder, checked by running them against Dovecot; mailsync's own
+# name (local_relpath) is never repeated: in maildir++ (modified UTF-7, as mbsync's) the
+# Maildir++ candidate is mailsync's own name where mbsync's spelling is canonical.
 PEER_TABLE = [
     (("INBOX",), (), ()),
     (("inbox",), (), ()),
@@ -416,7 +444,9 @@ PEER_TABLE = [
 
 @pytest.mark.parametrize("parts,mdpp,fs", PEER_TABLE)
 def test_peer_relpaths(parts, mdpp, fs):
-    for layout, want in (("maildir++", mdpp), ("fs", fs)):
+    own = local_relpath(parts, "maildir++")
+    for layout, want in (("maildir++", tuple(p for p in mdpp if p != own)),
+                         ("maildir++-utf8", mdpp), ("fs", fs)):
         got = peer_relpaths(parts, layout)
         assert got == want, layout
         assert local_relpath(parts, layout) not in got

@@ -26,7 +26,8 @@ from tests.imaphelp import Remote
 RENAMED = {b'"R and D"': b'"R&D"',                                # & alone: not mUTF-7
            b'"Entw rfe"': '"Entwürfe"'.encode(),                 # raw UTF-8
            b'"Ctl one"': b'"Ctl\x01one"'}                          # a control character
-LOCAL = {"R and D": ".R&D", "Entw rfe": ".Entwürfe", "Ctl one": ".Ctl%01one"}
+# the name the client sees, on disk in modified UTF-7 (maildir++, as Dovecot writes it)
+LOCAL = {"R and D": ".R&-D", "Entw rfe": ".Entw&APw-rfe", "Ctl one": ".Ctl&AAE-one"}
 
 
 class RenamingProxy:
