@@ -112,6 +112,12 @@ def test_the_recipe_builds_from_the_repository_alone(tmp_path):
                           env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.startswith("mailsync, version")
+    # Every module of the package was installed (a sub-package left out of the wheel
+    # fails only when a run first imports it).
+    site, = (prefix / "lib").glob("python3*/site-packages")
+    installed = {p.relative_to(site).as_posix() for p in (site / "mailsync").rglob("*.py")}
+    ours = {p.relative_to(ROOT).as_posix() for p in (ROOT / "mailsync").rglob("*.py")}
+    assert installed == ours, sorted(ours ^ installed)
     # The installed command works on its own: a config, a shard, a status.
     config = tmp_path / "config.toml"
     config.write_text(f'[defaults]\nprotocol = "imap"\nhost = "h"\npassword = "x"\n'
