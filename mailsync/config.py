@@ -67,7 +67,7 @@ class Account:
     folders: tuple[str, ...] = ("*",)
     exclude: tuple[str, ...] = ()
     layout: str = "maildir++"
-    watch_folders: tuple[str, ...] = ("INBOX",)   # watch: IDLE here when NOTIFY is missing
+    watch_folders: tuple[str, ...] = ()   # watch without NOTIFY; () = INBOX (+ All Mail on Gmail)
     watch_full_sync: float = 3600.0    # watch: seconds between full syncs (0: never)
     poll_interval: float = 300.0       # watch: seconds between POP3 polls
     log_file: Path | None = None       # one line per event appended here
@@ -508,7 +508,7 @@ def _build_account(name: str, raw: dict, section: str, src: _Source) -> Account:
         mode=_choice(raw, "mode", MODES, "sync", section, src),
         folders=tuple(raw.get("folders", ["*"])), exclude=tuple(raw.get("exclude", [])),
         layout=_choice(raw, "layout", LAYOUTS, "maildir++", section, src),
-        watch_folders=tuple(raw.get("watch_folders", ["INBOX"])),
+        watch_folders=tuple(raw.get("watch_folders", ())),
         watch_full_sync=parse_span(raw.get("watch_full_sync", "1h")),
         poll_interval=max(parse_span(raw.get("poll_interval", "5m")), 1.0),
         log_file=Path(raw["log_file"]).expanduser() if "log_file" in raw else None,
