@@ -8,6 +8,7 @@ import re
 import select
 import socket
 import ssl
+import threading
 import time
 
 from mailsync.config import Account
@@ -22,8 +23,48 @@ PLAIN_PORTS = {"pop3": 110, "imap": 143}
 TLS_PORTS = {"pop3": 995, "imap": 993}
 
 
+_CONTEXTS: dict[tuple, ssl.SSLContext] = {}
+_CONTEXTS_LOCK = threading.Lock()
+
+
 def tls_context(account: Account) -> ssl.SSLContext:
-    """System trust plus the account's ca_file; certificates and names always checked."""
+    """System trust plus the account's ca_file; certificates and names always checked.
+
+    One context per trust setting for the whole process: building one costs OpenSSL
+    memory that a long `watch` (a connection per pass) would otherwise grow by some
+    KB per pass. A changed ca_file, or SSL_CERT_FILE/SSL_CERT_DIR, gives a new one."""
+    key = _trust_key(account)
+    with _CONTEXTS_LOCK:
+        ctx = _CONTEXTS.get(key)
+        if ctx is None:
+            ctx = _new_tls_context(account)
+            if len(_CONTEXTS) >= 16:
+                _CONTEXTS.clear()
+            _CONTEXTS[key] = ctx
+        return ctx
+
+
+def _trust_key(account: Account) -> tuple:
+    """What the context's trust is read from, with each file's or directory's stamp (a
+    CA added to the hashed directory changes it)."""
+    paths = ssl.get_default_verify_paths()
+    cafile = os.environ.get(paths.openssl_cafile_env)
+    capath = os.environ.get(paths.openssl_capath_env) or paths.capath
+    return tuple((str(p), _stamp(p)) for p in (account.ca_file, cafile, capath)) + (
+        cafile is None,)
+
+
+def _stamp(path) -> tuple | None:
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _new_tls_context(account: Account) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)   # CERT_REQUIRED, check_hostname
     _load_system_trust(ctx)
     if account.ca_file is not None:

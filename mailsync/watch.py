@@ -6,10 +6,13 @@ fetch_account for POP3), one at a time, whenever something asks for it:
 
 - the server: NOTIFY (RFC 5465) on one connection covers every folder where the
   server has it; else one IDLE connection per `watch_folders` folder (INBOX by
-  default). Any untagged answer during IDLE asks for a sync. IDLE is renewed every
-  REIDLE seconds (under the 29 minutes after which a server may drop it), which also
-  serves as the keepalive. A listener that loses its connection reconnects with
-  capped exponential backoff and asks for a catch-up sync once it is back;
+  default, and All Mail on Gmail). Any untagged answer during IDLE asks for a sync.
+  Every KEEPALIVE seconds IDLE is ended, a NOOP sent and IDLE begun again: traffic that
+  keeps a NAT from forgetting the connection, and an answer that must come within the
+  account's timeout, so a link that died without a word (a new network address, a
+  NAT that dropped it) is found and replaced (KEEPALIVE is under the 29 minutes after
+  which a server may end an IDLE). A listener that loses its connection reconnects
+  with capped exponential backoff and asks for a catch-up sync once it is back;
 - the Maildir: inotify on every folder's new/ and cur/ (and on the folder
   directories, for new folders), debounced: a sync runs DEBOUNCE seconds after the
   last change, at most DEBOUNCE_MAX after the first;
@@ -46,7 +49,9 @@ from mailsync.logfile import EventLog
 from mailsync.reporting import SilentReporter
 from mailsync.state import AccountLock, State
 
-REIDLE = 24 * 60          # seconds in one IDLE before DONE and a new IDLE
+REIDLE = 24 * 60          # seconds in one IDLE at most (servers may end it at 29 minutes)
+KEEPALIVE = 5 * 60        # seconds between NOOPs on a quiet IDLE connection
+ALL_MAIL = ("[Gmail]/All Mail", "[Google Mail]/All Mail")   # where SPECIAL-USE is missing
 DEBOUNCE = 0.25           # seconds of quiet in the Maildir before a sync
 DEBOUNCE_MAX = 2.0        # a sync at most this long after the first unsynced change
 BACKOFF_FIRST = 1.0       # seconds before the first reconnect or retry
@@ -343,10 +348,11 @@ class AccountWatch:
             session = None
             try:
                 session = imap.connect(self.account, resolve_secret(self.account))
-                folders = list(self.account.watch_folders) or ["INBOX"]
                 if folder is None:
+                    folders = idle_folders(self.account, session)
                     # NOTIFY with the first watch folder selected: its changes come as
                     # in IDLE, the other folders' as NOTIFY's STATUS answers.
+                    session_folder = folders[0]
                     session.select(folders[0], readonly=True)
                     if not session.notify_set(selected=True):
                         folder, label = folders[0], folders[0]
@@ -354,7 +360,7 @@ class AccountWatch:
                             self._start_listener(other)
                 else:
                     session.select(folder, readonly=True)
-                how = f"NOTIFY, {folders[0]} selected" if folder is None \
+                how = f"NOTIFY, {session_folder} selected" if folder is None \
                     else f"IDLE {folder}"
                 self._connection(label, f"connected ({how})")
                 if connected_before:
@@ -395,7 +401,8 @@ class AccountWatch:
         while not self.stop_event.is_set():
             session.idle_start()
             began = time.monotonic()
-            while not self.stop_event.is_set() and time.monotonic() - began < REIDLE:
+            while not self.stop_event.is_set() and \
+                    time.monotonic() - began < min(REIDLE, KEEPALIVE):
                 events = session.idle_wait(TICK)
                 if events:
                     self.ask("server " + ",".join(sorted({f or folder or "*"
@@ -405,7 +412,11 @@ class AccountWatch:
                     # address, a NAT that forgot it): reconnect and catch up at once.
                     raise TemporaryError(f"account {self.name}: the machine was "
                                          "suspended; reconnecting", "")
+            # DONE and NOOP must be answered within the account's timeout: a dead link
+            # ends here in a TemporaryError, and the listener reconnects.
             session.idle_done()
+            if not self.stop_event.is_set():
+                session.noop()
 
     # watch.json ------------------------------------------------------------------------
     def _connection(self, label: str, text: str) -> None:
@@ -426,6 +437,30 @@ class AccountWatch:
             os.replace(tmp, path)
         except OSError:
             pass
+
+
+def idle_folders(account: Account, session) -> list[str]:
+    """The folders a watch without NOTIFY IDLEs on: `watch_folders` when the config sets
+    it; else INBOX, and on Gmail (X-GM-EXT-1, or provider = "gmail") All Mail too, which
+    holds every message whatever its labels (mail a filter archives never reaches
+    INBOX). The first one is also the folder selected with NOTIFY."""
+    if account.watch_folders:
+        return list(account.watch_folders)
+    folders = ["INBOX"]
+    if getattr(session, "gmail", False) or account.provider == "gmail":
+        everything = _all_mail(session.list_folders())
+        if everything is not None:
+            folders.append(everything)
+    return folders
+
+
+def _all_mail(listed) -> str | None:
+    """Gmail's All Mail: the folder with SPECIAL-USE \\All, else by its usual names."""
+    selectable = [f for f in listed if f.selectable]
+    for f in selectable:
+        if "\\all" in {flag.lower() for flag in f.flags}:
+            return f.name
+    return next((f.name for f in selectable if f.name in ALL_MAIL), None)
 
 
 # The Maildir --------------------------------------------------------------------------

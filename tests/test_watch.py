@@ -192,3 +192,69 @@ def test_one_failing_account_never_stops_the_others(imap_account):
         w.wait(lambda: setup.local.bodies() == [A], "the other account's delivery")
         w.wait(lambda: w.output().count("down - disconnected") >= 2, "retries, backing off")
         assert w.stop() == 0, w.output()
+
+
+def test_gmail_all_mail_is_watched_beside_inbox(idle_dovecot, tmp_path):
+    """provider = "gmail" (the preset; X-GM-EXT-1 does the same): without NOTIFY, watch
+    IDLEs on All Mail too, so mail a filter archives (it never reaches INBOX) arrives
+    at once, not at the hourly full pass."""
+    from tests.imaphelp import Local, Remote
+    all_mail = "[Gmail]/All Mail"
+    acct = account_on(idle_dovecot, tmp_path / "g", provider="gmail")
+    remote, local = Remote(idle_dovecot, acct.user), Local(acct.maildir)
+    try:
+        remote.create(all_mail)
+        with Watching(acct) as w:
+            w.connected(f"IDLE {all_mail}")
+            w.connected("IDLE INBOX")
+            w.wait(lambda: local.path(all_mail).is_dir(), "first pass")
+            remote.append(all_mail, A)                    # archived by a filter
+            # the full pass is an hour away (watch_full_sync): IDLE on All Mail told it
+            w.wait(lambda: local.bodies(all_mail) == [A], "a delivery to All Mail")
+            assert w.stop() == 0, w.output()
+    finally:
+        remote.close()
+
+
+def test_a_link_that_goes_silent_is_found_by_the_keepalive_and_replaced(
+        idle_dovecot, tmp_path, monkeypatch):
+    """A proxy that stops forwarding without closing anything (a NAT that forgot the
+    connection, a new network address): the NOOP keepalive gets no answer within the
+    account's timeout, the listener reconnects and catches up. In-process, to shorten
+    the keepalive."""
+    from mailsync import watch
+    from mailsync.config import load_config
+    from mailsync.logfile import EventLog
+    from mailsync.state import AccountLock
+    from tests.imaphelp import Local, Remote
+    from tests.proxy import CutProxy
+    monkeypatch.setattr(watch, "KEEPALIVE", 1.0)
+    with CutProxy(idle_dovecot.host, idle_dovecot.imaps_port) as proxy:
+        acct = account_on(idle_dovecot, tmp_path / "s", port=proxy.port, timeout=3)
+        account, = load_config(acct.config).select(())
+        remote, local = Remote(idle_dovecot, acct.user), Local(acct.maildir)
+        log = tmp_path / "watch.log"
+        lock = AccountLock(account.state_dir, account.name)
+        lock.__enter__()
+        w = watch.AccountWatch(account, EventLog([log]), lock)
+        events = lambda: log.read_text() if log.exists() else ""   # noqa: E731
+        try:
+            w.start()
+            wait_until(lambda: "connected (IDLE INBOX)" in w.info["connection"],
+                       "IDLE through the proxy", output=events)
+            wait_until(lambda: w.info["syncs"] >= 1, "first pass", output=events)
+            for conn in list(proxy._conns):               # silence, not a close
+                conn.stalled = True
+            remote.append("INBOX", B)                    # meanwhile on the server
+            wait_until(lambda: "reconnected" in events(), "the dead link replaced",
+                       timeout=60, output=events)
+            assert "disconnected" in events()
+            wait_until(lambda: local.bodies() == [B], "caught up", output=events)
+            remote.append("INBOX", C)                    # and it listens again
+            wait_until(lambda: local.bodies() == sorted([B, C]), "a later delivery",
+                       output=events)
+        finally:
+            w.stop()
+            w.join(30)
+            remote.close()
+        assert not w.alive()

@@ -55,16 +55,21 @@ def test_watchdog_interval(monkeypatch):
 class QuietSession:
     def __init__(self):
         self.idles = 0
+        self.calls: list[str] = []
 
     def idle_start(self):
         self.idles += 1
+        self.calls.append("IDLE")
 
     def idle_wait(self, timeout):
         time.sleep(0.01)
         return []
 
     def idle_done(self):
-        pass
+        self.calls.append("DONE")
+
+    def noop(self):
+        self.calls.append("NOOP")
 
 
 def test_a_suspend_during_idle_ends_the_connection(tmp_path, monkeypatch):
@@ -88,6 +93,78 @@ def test_idle_is_renewed_before_the_server_drops_it(tmp_path, monkeypatch):
     session.idle_wait = wait
     w._idle(session, "INBOX")
     assert session.idles == 3 and watch.REIDLE < 25 * 60
+
+
+def test_a_quiet_idle_sends_a_noop_every_keepalive(tmp_path, monkeypatch):
+    monkeypatch.setattr(watch, "KEEPALIVE", 0.05)
+    w = watch.AccountWatch(account(tmp_path), watch.EventLog(), lock=None)
+    session = QuietSession()
+    original = session.idle_wait
+
+    def wait(timeout):
+        if session.idles >= 3:
+            w.stop_event.set()
+        return original(timeout)
+    session.idle_wait = wait
+    w._idle(session, "INBOX")
+    assert session.calls[:6] == ["IDLE", "DONE", "NOOP", "IDLE", "DONE", "NOOP"]
+    assert watch.KEEPALIVE <= watch.REIDLE
+
+
+def test_a_noop_that_gets_no_answer_ends_the_connection(tmp_path, monkeypatch):
+    monkeypatch.setattr(watch, "KEEPALIVE", 0.05)
+    w = watch.AccountWatch(account(tmp_path), watch.EventLog(), lock=None)
+    session = QuietSession()
+
+    def dead_link():
+        raise TemporaryError("account a: timed out after 20 s waiting for the server", "")
+    session.noop = dead_link
+    with pytest.raises(TemporaryError, match="timed out"):
+        w._idle(session, "INBOX")
+
+
+class Listed:
+    def __init__(self, name, flags=(), selectable=True):
+        self.name, self.flags, self.selectable = name, frozenset(flags), selectable
+
+
+class GmailListing:
+    gmail = True
+
+    def __init__(self, *folders):
+        self.folders = list(folders)
+
+    def list_folders(self, with_status=False):
+        return self.folders
+
+
+GMAIL = [Listed("INBOX"), Listed("[Gmail]", ["\\Noselect"], False),
+         Listed("[Gmail]/Alle Nachrichten", ["\\All", "\\HasNoChildren"]),
+         Listed("[Gmail]/Sent Mail", ["\\Sent"])]
+
+
+def test_gmail_all_mail_is_watched_beside_inbox_by_default(tmp_path):
+    acct = account(tmp_path)
+    assert acct.watch_folders == ()                       # not set in the config
+    assert watch.idle_folders(acct, GmailListing(*GMAIL)) == [
+        "INBOX", "[Gmail]/Alle Nachrichten"]              # found by SPECIAL-USE \\All
+    no_special_use = [Listed("INBOX"), Listed("[Google Mail]/All Mail")]
+    assert watch.idle_folders(acct, GmailListing(*no_special_use)) == [
+        "INBOX", "[Google Mail]/All Mail"]
+    assert watch.idle_folders(acct, GmailListing(Listed("INBOX"))) == ["INBOX"]
+
+
+def test_gmail_all_mail_by_the_provider_preset_and_watch_folders_chooses(tmp_path):
+    from dataclasses import replace
+
+    class Plain(GmailListing):
+        gmail = False                                      # no X-GM-EXT-1 seen
+    acct = account(tmp_path)
+    assert watch.idle_folders(acct, Plain(*GMAIL)) == ["INBOX"]
+    preset = replace(acct, provider="gmail")
+    assert watch.idle_folders(preset, Plain(*GMAIL)) == ["INBOX", "[Gmail]/Alle Nachrichten"]
+    chosen = replace(preset, watch_folders=("INBOX", "Work"))
+    assert watch.idle_folders(chosen, Plain(*GMAIL)) == ["INBOX", "Work"]
 
 
 def test_the_maildir_watcher_sees_messages_and_new_folders(tmp_path):
@@ -114,3 +191,20 @@ def test_the_maildir_watcher_sees_messages_and_new_folders(tmp_path):
         assert changed()
     finally:
         w.close()
+
+
+def test_one_tls_context_per_trust_setting_so_a_long_watch_does_not_grow(tmp_path):
+    import subprocess
+    from dataclasses import replace
+
+    from mailsync import secure
+    ca = tmp_path / "ca.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=test ca", "-keyout", str(tmp_path / "key.pem"),
+                    "-out", str(ca)], check=True, capture_output=True)
+    acct = replace(account(tmp_path), ca_file=ca)
+    first = secure.tls_context(acct)
+    assert secure.tls_context(acct) is first                  # every pass: the same one
+    assert secure.tls_context(replace(acct, ca_file=None)) is not first
+    os.utime(ca, ns=(1, 1))                                   # the file changed: read again
+    assert secure.tls_context(acct) is not first
