@@ -1,8 +1,9 @@
-"""Table tests for the pure per-folder sync decision (mailsync.syncplan)."""
+"""Table tests for the pure per-folder sync decision (mailsync.syncplan). Where a test
+also checks what a plan leaves, the real engine carries it out (tests/engine_harness.py:
+the in-memory server, a real Maildir and state) and a second plan must be empty."""
 
 import ast
 import inspect
-import itertools
 
 import pytest
 
@@ -11,6 +12,7 @@ from mailsync.syncplan import (
     DeleteLocal, Download, ExpungeRemote, FolderPlan, Forget, LocalMsg, Pair, Policy, Record,
     RemoteMsg, SetLocalFlags, SetRemoteFlags, UpgradePlaceholder, Upload, plan_folder,
 )
+from tests.engine_harness import settle
 
 F = frozenset
 
@@ -30,53 +32,6 @@ def P(uid, key, flags="", placeholder=False):
 def plan(remote=(), local=(), last=(), **policy):
     return plan_folder({m.uid: m for m in remote}, {m.key: m for m in local}, list(last),
                        Policy(**policy))
-
-
-# --- a tiny in-memory executor, following the contract in the module docstring -----------
-
-def execute(plan_, remote, local, last):
-    """Apply a plan to snapshots; returns (remote, local, last) as plain dicts / list."""
-    remote = {m.uid: m for m in remote}
-    local = {m.key: m for m in local}
-    last = list(last)
-    uids = itertools.count(max(remote, default=0) + 1000)
-    keys = itertools.count(1)
-    for a in plan_.actions:
-        new_uid = new_key = None
-        if isinstance(a, Download):
-            new_key = f"new{next(keys)}"
-            local[new_key] = LocalMsg(new_key, a.flags, a.headers_only)
-        elif isinstance(a, Upload):
-            new_uid = next(uids)
-            remote[new_uid] = RemoteMsg(new_uid, a.flags, 100)
-        elif isinstance(a, UpgradePlaceholder):
-            local[a.key] = LocalMsg(a.key, a.flags, False)
-        elif isinstance(a, SetRemoteFlags):
-            m = remote[a.uid]
-            remote[a.uid] = RemoteMsg(a.uid, (m.flags | a.add) - a.remove, m.size)
-        elif isinstance(a, SetLocalFlags):
-            local[a.key] = LocalMsg(a.key, a.flags, local[a.key].placeholder)
-        elif isinstance(a, ExpungeRemote):
-            del remote[a.uid]
-        elif isinstance(a, DeleteLocal):
-            del local[a.key]
-        new = a.pair_after(uid=new_uid, key=new_key)
-        last = [p for p in last
-                if not ((p.uid is not None and p.uid == (new.uid if new else a.uid))
-                        or (p.key is not None and p.key == (new.key if new else a.key)))]
-        if new is not None:
-            last.append(new)
-    return list(remote.values()), list(local.values()), last
-
-
-def settle(remote, local, last, **policy):
-    """Plan, execute, and assert the next plan is empty (idempotence)."""
-    first = plan(remote, local, last, **policy)
-    assert first.refused is None
-    remote, local, last = execute(first, remote, local, last)
-    again = plan(remote, local, last, **policy)
-    assert again.actions == (), again.actions
-    return first, remote, local, last
 
 
 # --- sync mode: new messages --------------------------------------------------------------
