@@ -53,9 +53,15 @@ def register(cli: click.Group, pass_ctx) -> None:
         re-reads the config."""
         from mailsync.logfile import EventLog, cli_paths
         from mailsync.watch import watch_accounts
+        from mailsync.watchview import WatchView, on_terminal
         quiet = getattr(ctx.ui.options, "quiet", False)
-        log = EventLog(cli_paths(), to_stderr=not quiet)
-        sys.exit(watch_accounts(ctx.config, accounts, log))
+        # On a terminal a live table (state, last sync, next action per account) with
+        # the event lines above it; else one log line per sync on stderr.
+        view = WatchView() if on_terminal(quiet) else None
+        log = EventLog(cli_paths(), to_stderr=not quiet,
+                       stream=view.stream if view is not None and sys.stderr.isatty()
+                       else None)
+        sys.exit(watch_accounts(ctx.config, accounts, log, view))
 
     @cli.command()
     @click.argument("account", shell_complete=complete_accounts)

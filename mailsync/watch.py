@@ -180,8 +180,10 @@ class AccountWatch:
         self.thread = threading.Thread(target=self._main, name=f"watch-{self.name}",
                                        daemon=True)
         self.info: dict = {"pid": os.getpid(), "account": self.name,
+                           "protocol": account.protocol,
                            "started": time.time(), "connection": "starting",
-                           "last_sync": None, "last_result": None, "syncs": 0,
+                           "last_sync": None, "last_result": None, "last_counts": {},
+                           "syncs": 0, "syncing": False, "retry_at": None,
                            "next_full_sync": None}
 
     # Control ---------------------------------------------------------------------------
@@ -197,6 +199,11 @@ class AccountWatch:
 
     def alive(self) -> bool:
         return self.thread.is_alive()
+
+    def snapshot(self) -> dict:
+        """A copy of what watch.json says (for the live view)."""
+        with self._mutex:
+            return dict(self.info)
 
     def ask(self, why: str) -> None:
         """Ask for a sync (from a listener thread)."""
@@ -273,11 +280,14 @@ class AccountWatch:
                 if self.stop_event.is_set():
                     break
                 if code in TRANSIENT:
-                    retry_at = time.monotonic() + backoff.next()
+                    delay = backoff.next()
+                    retry_at = time.monotonic() + delay
                     pending.append("retry")
+                    self._set("retry_at", time.time() + delay)
                 else:
                     backoff.reset()
                     retry_at = None
+                    self._set("retry_at", None)
                 if every > 0:
                     next_pass = time.monotonic() + every
                     self._set("next_full_sync", time.time() + every)
@@ -308,8 +318,10 @@ class AccountWatch:
     def _sync(self, state: State, why: list[str]) -> int:
         """One pass of the account's own job; recorded and logged. Its exit code."""
         from mailsync.engine import RunOptions, _failed, _job
+        from mailsync.logfile import result_counts
         started_wall, started = time.time(), time.monotonic()
         command = "fetch" if self.account.protocol == "pop3" else "sync"
+        self._set("syncing", True)
         try:
             result = _job(self.account, RunOptions(command="run"), state, self.reporter,
                           time.time)
@@ -323,9 +335,12 @@ class AccountWatch:
                            paths=_paths(self.account))
         self.log.run_result(result, command, _paths(self.account))
         self.first_pass.set()
-        self.info["syncs"] += 1
-        self.info["last_result"] = "ok" if result.ok else \
-            f"exit {result.exit_code}: {result.error}"
+        with self._mutex:
+            self.info["syncs"] += 1
+            self.info["syncing"] = False
+            self.info["last_result"] = "ok" if result.ok else \
+                f"exit {result.exit_code}: {result.error}"
+            self.info["last_counts"] = {k: v for k, v in result_counts(result).items() if v}
         self._set("last_sync", time.time())
         return 0 if result.ok else result.exit_code
 
@@ -569,9 +584,9 @@ class LocalWatcher:
 class Watch:
     """Every selected account's AccountWatch; signals; SIGHUP reload; systemd."""
 
-    def __init__(self, load: Callable[[], Config], names: tuple[str, ...], log: EventLog
-                 ) -> None:
-        self.load, self.names, self.log = load, names, log
+    def __init__(self, load: Callable[[], Config], names: tuple[str, ...], log: EventLog,
+                 view=None) -> None:
+        self.load, self.names, self.log, self.view = load, names, log, view
         self.accounts: dict[str, AccountWatch] = {}
         self.configs: dict[str, Account] = {}
         self._stop = threading.Event()
@@ -581,6 +596,15 @@ class Watch:
         config = self.load()
         accounts = config.select(self.names)
         self._install_signals()
+        if self.view is not None:
+            self.view.start(lambda: [a.snapshot() for a in list(self.accounts.values())])
+        try:
+            return self._run(accounts)
+        finally:
+            if self.view is not None:
+                self.view.stop()
+
+    def _run(self, accounts: list[Account]) -> int:
         locked_out = self._start(accounts)
         if not self.accounts:
             return EX_TEMPFAIL if locked_out else 1
@@ -677,5 +701,7 @@ class Watch:
         signal.signal(signal.SIGHUP, reload)
 
 
-def watch_accounts(load: Callable[[], Config], names: tuple[str, ...], log: EventLog) -> int:
-    return Watch(load, names, log).run()
+def watch_accounts(load: Callable[[], Config], names: tuple[str, ...], log: EventLog,
+                   view=None) -> int:
+    """Run the watch; view: a watchview.WatchView on a terminal, else None (log lines)."""
+    return Watch(load, names, log, view).run()
