@@ -226,13 +226,13 @@ class FolderSync:
                                  f"({exc.message}); looking at every message instead")
             return self._messages(self.remote.fetch_meta())
         present = self.remote.search_all()
-        remote = {uid: msg for uid, msg in known.items() if uid in present}
-        remote.update({uid: msg for uid, msg in self._messages(changed).items()
-                       if uid in present})
-        strays = present - set(remote)
+        found = {uid: msg for uid, msg in known.items() if uid in present}
+        found.update({uid: msg for uid, msg in self._messages(changed).items()
+                      if uid in present})
+        strays = present - set(found)
         if strays:   # not paired and not changed: cannot happen, but never guess
-            remote.update(self._messages(self.remote.fetch_meta(sorted(strays))))
-        return remote
+            found.update(self._messages(self.remote.fetch_meta(sorted(strays))))
+        return found
 
     def _messages(self, metas: dict[int, RemoteMeta]) -> dict[int, RemoteMsg]:
         """The plan's view of these server messages (Gmail: their ids noted)."""
