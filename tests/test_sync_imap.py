@@ -88,20 +88,23 @@ def test_a_flag_the_mail_client_sets_while_a_run_flags_the_file_is_kept(imap_acc
     """The phone flags a message; while a run copies that flag to the file, the mail
     client marks the file read (renames it). Both flags stay, and the next run carries
     the read flag to the server: the folder is not taken for unchanged."""
-    from mailsync.imapsync import folder as sync
+    from mailsync.maildir import Maildir
     s = seeded(imap_account)
     s.sync()
     body = make_corpus(8)[2]
     s.remote.set_flags("INBOX", s.remote.uid_of("INBOX", body), add="F")
-    set_local = sync.FolderSync._set_local_flags
+    locate = Maildir.locate
+    acted = []
 
-    def read_then_set(self, actions):
-        if actions and self.name == "INBOX":
+    def read_then_locate(self, key, seen=None):   # the engine looks for the file to flag
+        if not acted and self.path == s.local.path("INBOX"):
+            acted.append(key)
             s.local.set_flags("INBOX", body, "S")      # after the scan, before the rename
-        set_local(self, actions)
-    monkeypatch.setattr(sync.FolderSync, "_set_local_flags", read_then_set)
+        return locate(self, key, seen)
+    monkeypatch.setattr(Maildir, "locate", read_then_locate)
     assert s.sync_in_process(monkeypatch) == 0
     monkeypatch.undo()
+    assert acted                                       # the client did act in that window
     assert s.local.flags_by_body()[body] == "FS"
     s.sync()
     assert s.remote.flags_by_body()[body] == "FS" == s.local.flags_by_body()[body]

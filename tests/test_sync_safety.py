@@ -385,18 +385,21 @@ def test_a_placeholder_re_flagged_while_its_body_comes_stays_one_message(imap_ac
     placeholder's place under its new name: one file, the phone's flag and the
     client's both kept, and the next run carries the read flag to the server."""
     from mailsync import imap
-    from mailsync.imapsync import folder as sync
+    from mailsync.maildir import Maildir
     s = headers_first(imap_account)
     assert s.sync().code == 0
     stub = next(f for f in _placeholder_files(s) if b"X-Corpus-Index: 900" in f.read_bytes())
     s.remote.set_flags("INBOX", s.remote.uid_of("INBOX", BIG[0]), add="F")
     fetch = imap.ImapSession.fetch_bodies
 
-    download = sync.FolderSync._download
+    replace_content = Maildir.replace_content
 
-    def read_then_download(self, *args):          # after the scan, before the upgrade
+    acted = []
+
+    def read_then_replace(self, key, write):      # after the scan, before the body comes
         s.local.set_flags("INBOX", stub.read_bytes(), "S")   # mutt opens the note
-        return download(self, *args)
+        acted.append(key)
+        return replace_content(self, key, write)
 
     def fetch_then_read(self, uids, *args, **kwargs):
         got = fetch(self, uids, *args, **kwargs)
@@ -404,11 +407,12 @@ def test_a_placeholder_re_flagged_while_its_body_comes_stays_one_message(imap_ac
             s.local.set_flags("INBOX", stub.read_bytes(), "S")
         return got
     if when == "before":
-        monkeypatch.setattr(sync.FolderSync, "_download", read_then_download)
+        monkeypatch.setattr(Maildir, "replace_content", read_then_replace)
     else:
         monkeypatch.setattr(imap.ImapSession, "fetch_bodies", fetch_then_read)
     assert s.sync_in_process(monkeypatch) == 0
     monkeypatch.undo()
+    assert acted or when == "after"
     mine = [f for f in s.local.files("INBOX") if b"X-Corpus-Index: 900" in f.read_bytes()]
     assert len(mine) == 1, mine
     assert mine[0].read_bytes() == BIG[0]
