@@ -40,6 +40,9 @@ class RunOptions:
 
 
 DEFAULT_JOBS = 8   # accounts at once: enough to hide one slow server, few threads
+# One account's hook at a time, whatever --jobs: hooks such as `notmuch new` share one
+# index between accounts and were written for runs one after another.
+_HOOKS = threading.Lock()
 
 
 def run_accounts(accounts: list[Account], options: RunOptions, reporter: Reporter,
@@ -135,7 +138,8 @@ def run_account(account: Account, options: RunOptions, reporter: Reporter,
             ran = False
             try:
                 if hooks and account.pre_sync_command:
-                    run_pre_hook(account, options.command, reporter)
+                    with _HOOKS:
+                        run_pre_hook(account, options.command, reporter)
                 ran = True
                 result = _job(account, options, state, reporter, clock)
                 result.seconds = time.monotonic() - started
@@ -151,7 +155,8 @@ def run_account(account: Account, options: RunOptions, reporter: Reporter,
                 state.close()
             if ran and hooks and account.post_sync_command and \
                     not stopping.stop_requested():
-                run_post_hook(account, options.command, result, reporter)
+                with _HOOKS:
+                    run_post_hook(account, options.command, result, reporter)
     except sqlite3.Error as exc:
         result = _failed(account, LocalIOError(
             f"account {account.name}: state database error: {exc}",

@@ -286,3 +286,26 @@ def test_status_of_many_accounts_fits_one_screen(tmp_path, capsys, monkeypatch):
     assert show_status(accounts, Ui(OutputOptions(progress=False)), every_row=True) == 0
     assert len([ln for ln in capsys.readouterr().out.splitlines()
                 if ln.startswith("u0")]) >= 40   # --all: a row for every account
+
+
+def test_hooks_of_accounts_run_in_parallel_never_overlap(tmp_path):
+    """pre_sync_command of several accounts at once: one at a time (a shared notmuch
+    index, say). The hook fails if another is inside; the accounts then fail on the
+    closed port they point at (69), never on their hook (75)."""
+    from mailsync.cli import main
+    busy = tmp_path / "busy"
+    hook = f"mkdir {busy} && sleep 0.1 && rmdir {busy}"
+    path = config_dir(tmp_path, DEFAULTS.replace("/srv/", f"{tmp_path}/").replace(
+        'host = "imap.example.org"', f'host = "127.0.0.1"\nport = {_closed_port()}\n'
+        f'pre_sync_command = "{hook}"\ntimeout = 5'),
+        {f"accounts.d/h{i}.toml": "" for i in range(4)})
+    with pytest.raises(SystemExit) as done:
+        main(["-c", str(path), "-q", "--jobs", "4", "run"])
+    assert done.value.code == 69   # every account alike: refused connections, no hook failure
+
+
+def _closed_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
