@@ -199,3 +199,23 @@ def test_overlapping_shards_never_sync_one_account_twice_at_once(dovecot, tmp_pa
         runs = runs_of(tmp_path / "run", name)
         assert len(runs) == 1 and runs[0][2] == 0    # one sync of each account, not two
         assert len(Local(tmp_path / "run" / "mail" / name).bodies()) == 3
+
+
+def test_accounts_in_parallel_share_one_progress_view_that_ends_with_every_account_done(
+        dovecot, tmp_path):
+    from tests.test_progress import on_terminal
+    names = [dovecot.new_user("v") for _ in range(3)]
+    for i, user in enumerate(names):
+        dovecot.seed(user, make_corpus(30 + 10 * i, seed=20 + i, big_every=10,
+                                       max_attachment=100_000))
+    config = many_accounts(dovecot, tmp_path, names)
+    code, lines, _ = on_terminal(["-c", str(config), "--jobs", "3", "run"])
+    text = "\n".join(lines)
+    assert code == 0, text
+    assert "accounts 3/3 done" in text                       # one count for the run
+    bars = [ln for ln in lines if " msgs " in ln and not ln.startswith("  └")]
+    assert sorted(b.split()[0] for b in bars) == sorted(names), text   # a bar each
+    for name, count in zip(names, (30, 40, 50)):
+        bar, = [b for b in bars if b.startswith(name + " ")]
+        assert " 100% " in bar and f" {count}/{count} msgs " in bar and bar.endswith(" done")
+    assert "└" not in text
