@@ -12,7 +12,7 @@ wall time in milliseconds:
   (the config read, the state looked up, a table printed; no server);
 * ``imap import``: ``python -c "from mailsync import imap"``, the IMAP driver and
   imapclient as a sync loads them, imapclient's version read from its dist-info
-  folder's name (mailsync/fastimport.py);
+  folder's name (mailsync/imap/imapclient_version.py);
 * ``imap import, metadata``: the same after ``import imapclient`` first, so that
   imapclient reads its version through importlib.metadata as it does by itself: the
   difference to the line above is what the stand-in buys.

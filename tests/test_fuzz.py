@@ -3,7 +3,7 @@
 Valid server answers are mutated (bytes flipped, inserted, cut, repeated, numbers made
 absurd, literals resized) and fed, chunked at random, to
   - pop3.Wire (status, lines, stream_body) and Pop3Session.listing / retrieve,
-  - imapstream.FetchReader,
+  - mailsync.imap.stream.FetchReader,
   - the IMAP session (imaplib + imapclient + mailsync's validation) for LIST, SELECT,
     STATUS, metadata FETCH and streamed body FETCH, over an in-memory connection,
   - names.decode_mutf7 and the folder name -> local path mapping,
@@ -34,7 +34,7 @@ from imapclient.imapclient import SocketTimeout
 from mailsync import folders, imap, names, pop3
 from mailsync.config import Account
 from mailsync.errors import MailsyncError, ProtocolError, TemporaryError
-from mailsync.imapstream import FetchReader, StreamError
+from mailsync.imap.stream import FetchReader, StreamError
 
 FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "300")), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

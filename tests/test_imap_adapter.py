@@ -482,7 +482,7 @@ def test_fetch_meta_empty_folder(session):
 def test_fetch_meta_batches_long_uid_lists(session, dovecot, user, monkeypatch):
     dovecot.seed(user, [msg(i) for i in range(30)])
     session.select("INBOX")
-    monkeypatch.setattr(imap, "MAX_SET_CHARS", 6)
+    monkeypatch.setattr(imap.parse, "MAX_SET_CHARS", 6)
     odd = list(range(1, 31, 2))
     assert sorted(session.fetch_meta(odd)) == odd
 
@@ -511,7 +511,7 @@ def test_fetch_bodies_identical_and_not_seen(session, dovecot, user, monkeypatch
     corpus = make_corpus(12)
     dovecot.seed(user, corpus)
     session.select("INBOX")
-    monkeypatch.setattr(imap, "BODY_BATCH_COUNT", 5)
+    monkeypatch.setattr(imap.session, "BODY_BATCH_COUNT", 5)
     got = Collect()
     delivered = session.fetch_bodies(range(1, 13), got.sink_for, got.finished)
     assert delivered == set(range(1, 13))
@@ -527,7 +527,7 @@ def test_fetch_bodies_batches_by_size(session, dovecot, user, monkeypatch):
     corpus = [make_message(i, size=30_000) for i in range(6)]
     dovecot.seed(user, corpus)
     session.select("INBOX")
-    monkeypatch.setattr(imap, "BODY_BATCH_BYTES", 70_000)
+    monkeypatch.setattr(imap.session, "BODY_BATCH_BYTES", 70_000)
     sent = []
     real = session._uid_fetch
     monkeypatch.setattr(session, "_uid_fetch",

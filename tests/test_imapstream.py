@@ -7,7 +7,7 @@ import io
 import pytest
 from hypothesis import given, strategies as st
 
-from mailsync.imapstream import FetchReader, LineEndings, StreamClosed, StreamError
+from mailsync.imap.stream import FetchReader, LineEndings, StreamClosed, StreamError
 
 
 class Collect:

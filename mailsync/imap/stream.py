@@ -10,7 +10,9 @@ command and maps the errors it raises (ProtocolError for broken answers).
 from __future__ import annotations
 
 import re
-from typing import Callable, Protocol
+from typing import Callable
+
+from mailsync.contracts import Sink
 
 CHUNK = 1 << 16
 MAX_LITERAL = 1 << 31        # a body literal larger than this is a broken server
@@ -19,10 +21,6 @@ _LITERAL = re.compile(rb"\{(\d+)\}\r\n$")
 _FETCH = re.compile(rb"^\* (\d+) FETCH \(", re.I)
 _UID = re.compile(rb"\bUID (\d+)", re.I)
 _BODY_ITEM = re.compile(rb"BODY\[(?:HEADER)?\](?:<\d+>)? $", re.I)
-
-
-class Sink(Protocol):
-    def write(self, data: bytes) -> None: ...
 
 
 class StreamError(Exception):
