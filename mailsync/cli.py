@@ -18,6 +18,7 @@ import click
 
 from mailsync import __version__
 from mailsync.errors import EX_IOERR, EX_USAGE, Interrupted, MailsyncError
+from mailsync.syncplan import MODES
 
 EX_SOFTWARE = 70
 
@@ -276,7 +277,7 @@ def fetch(ctx: Context, accounts: tuple[str, ...], keep: bool | None, limit: int
 @click.option("--folder", "folders", multiple=True, metavar="GLOB",
               help="Only server folders matching GLOB (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
-@click.option("--mode", type=click.Choice(["sync", "pull", "push", "backup"]),
+@click.option("--mode", type=click.Choice(MODES),
               help="Override the account's mode for this run.")
 @_ALLOW_MASS_DELETE
 @_ALLOW_MASS_COPY

@@ -18,11 +18,11 @@ from typing import Any
 
 from mailsync.errors import ConfigError
 from mailsync.spans import is_count, is_span, parse_span
+from mailsync.syncplan import MODES
 
 PROTOCOLS = ("pop3", "imap")
 TLS_MODES = ("implicit", "starttls", "none")
 AUTH_METHODS = ("login", "plain", "xoauth2", "oauthbearer")
-MODES = ("sync", "pull", "push", "backup")
 LAYOUTS = ("maildir++", "maildir++-utf8", "fs")
 DELIVERIES = ("maildir", "mda", "lmtp")
 PASSWORD_KEYS = ("password_command", "password_env", "password", "password_keyring")

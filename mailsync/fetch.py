@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from mailsync import adoption, crashpoints, pop3
+from mailsync.batching import batches
 from mailsync.config import Account, resolve_secret
 from mailsync.deliver import Deliverer, deliverer_for
 from mailsync.errors import ConfigError, Interrupted, MailsyncError, TemporaryError
@@ -186,7 +187,7 @@ def _download(session: pop3.Pop3Session, plan: FetchPlan, maildir: Maildir, stat
     reporter.transfer_started(f"{session.account.name}", len(plan.downloads),
                               plan.download_bytes)
     try:
-        for batch in _batches(plan.downloads):
+        for batch in batches(plan.downloads, lambda m: m.size, BATCH_MESSAGES, BATCH_BYTES):
             if deliverer is None:
                 stored = _download_batch(session, batch, maildir, state, reporter, result,
                                          known_hashes, clock, already)
@@ -198,19 +199,6 @@ def _download(session: pop3.Pop3Session, plan: FetchPlan, maildir: Maildir, stat
     finally:
         reporter.transfer_finished()
     return deletable
-
-
-def _batches(messages: tuple[ServerMessage, ...]) -> list[list[ServerMessage]]:
-    batches, current, size = [], [], 0
-    for msg in messages:
-        if current and (len(current) >= BATCH_MESSAGES or size + msg.size > BATCH_BYTES):
-            batches.append(current)
-            current, size = [], 0
-        current.append(msg)
-        size += msg.size
-    if current:
-        batches.append(current)
-    return batches
 
 
 def _download_batch(session: pop3.Pop3Session, batch: list[ServerMessage], maildir: Maildir,

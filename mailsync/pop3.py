@@ -13,9 +13,10 @@ import base64
 import poplib
 import socket
 import ssl
-from typing import Callable, Iterable, Protocol
+from typing import Callable, Iterable
 
 from mailsync.config import Account
+from mailsync.contracts import Sink
 from mailsync.errors import (AuthError, MailsyncError, ProtocolError, TemporaryError,
                              UnreachableError)
 from mailsync.fetchplan import ServerMessage
@@ -30,10 +31,6 @@ TEMPORARY_CODES = (b"[IN-USE]", b"[LOGIN-DELAY]", b"[SYS/TEMP]")
 POPLIB_EOF = "-ERR EOF"      # poplib's error_proto text (a str) when the server hung up
 
 Trace = Callable[[str, str], None]
-
-
-class Sink(Protocol):
-    def write(self, data: bytes) -> None: ...
 
 
 def transform(piece: bytes) -> bytes:
