@@ -14,7 +14,7 @@ from mailsync.folders import FolderPairing, ServerSide
 from mailsync.imapsync.folder import FolderSync, SyncOptions
 from mailsync.imapsync.placeholders import placeholder_header, placeholder_note
 from mailsync.maildir import Maildir, file_name
-from mailsync.model import FolderResult
+from mailsync.results import FolderResult
 from mailsync.reporting import SilentReporter
 from mailsync.state import FolderRecord, State
 from mailsync.syncplan import LocalMsg, Pair, RemoteMsg

@@ -30,7 +30,7 @@ from mailsync.config import Account
 from mailsync.folders import FolderPairing, ServerSide
 from mailsync.imapsync.folder import FolderSync, SyncOptions
 from mailsync.maildir import Maildir, file_name, split_name
-from mailsync.model import FolderResult
+from mailsync.results import FolderResult
 from mailsync.reporting import SilentReporter
 from mailsync.state import State
 from tests.memory_remote import MemoryServer

@@ -254,7 +254,7 @@ def test_settled_unchanged_folders_are_not_even_scanned(imap_account, mocker):
     from mailsync.config import load_config
     from mailsync.engine import RunOptions, run_account
     from mailsync.maildir import Maildir
-    from mailsync.ports import SilentReporter
+    from mailsync.reporting import SilentReporter
 
     s = seeded(imap_account)
     account = load_config(s.acct.config).accounts["test"]

@@ -18,7 +18,7 @@ import pytest
 from mailsync import folders, imap, names
 from mailsync.config import load_config
 from mailsync.engine import RunOptions, run_account
-from mailsync.ports import SilentReporter
+from mailsync.reporting import SilentReporter
 from tests.conftest import write_config
 from tests.corpus import make_message
 from tests.memory_remote import MemoryServer, MemorySession

@@ -18,9 +18,9 @@ from mailsync.folders import FolderPairing
 from mailsync.imapsync.folder import FolderSync, GmailStore, SyncOptions
 from mailsync.imapsync.localmoves import LocalMoves
 from mailsync.maildir import Entry, Maildir, wait_until_settled
-from mailsync.model import AccountResult, FolderResult
+from mailsync.results import AccountResult, FolderResult
 from mailsync.pool import Pool
-from mailsync.ports import Reporter
+from mailsync.reporting import Reporter
 from mailsync.state import State
 
 __all__ = ["SyncOptions", "sync_account", "SharedReporter"]

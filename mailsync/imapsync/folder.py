@@ -26,8 +26,8 @@ from mailsync.headers import parse_message_id
 from mailsync.imapsync import recovery
 from mailsync.imapsync.describe import describe
 from mailsync.imapsync.placeholders import HeaderRewriter, placeholder_note, placeholder_size
-from mailsync.model import FolderResult
-from mailsync.ports import Reporter
+from mailsync.results import FolderResult
+from mailsync.reporting import Reporter
 from mailsync.state import FolderRecord, Intent, State
 from mailsync.syncplan import (Action, DeleteLocal, Download, ExpungeRemote, FolderPlan,
                                Forget, LocalMsg, Pair, Policy, Record, RemoteMsg,

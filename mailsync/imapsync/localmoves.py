@@ -18,7 +18,7 @@ from mailsync.folders import FolderPairing
 from mailsync.headers import parse_message_id, searchable
 from mailsync.imapsync import recovery
 from mailsync.imapsync.placeholders import placeholder_size
-from mailsync.ports import Reporter
+from mailsync.reporting import Reporter
 from mailsync.state import Intent, State
 from mailsync.syncplan import Pair
 
