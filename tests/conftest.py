@@ -73,6 +73,11 @@ class AccountSetup:
     def run(self, *args: str, env: dict | None = None, timeout: float = 300) -> CliResult:
         return run_cli("-c", str(self.config), *args, env=env, timeout=timeout)
 
+    def run_here(self, *args: str, env: dict | None = None) -> CliResult:
+        """The same command in this process (tests/inprocess.py): output and exit status."""
+        from tests.inprocess import run_in_process
+        return run_in_process("-c", str(self.config), *args, env=env)
+
     def popen(self, *args: str, env: dict | None = None) -> subprocess.Popen:
         return subprocess.Popen(cli_command("-c", str(self.config), *args),
                                 env=cli_env(env), stdout=subprocess.PIPE,

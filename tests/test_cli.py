@@ -1,4 +1,8 @@
-"""The commands around fetch: check, status, folders, init, run, and progress on a terminal."""
+"""The commands around fetch: check, status, folders, init, run, and progress on a terminal.
+
+In-process (tests/inprocess.py) where the output and the exit status are the point; a
+separate process where the process is: the entry point, a normal exit, a terminal, and
+what a fresh interpreter imports."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import subprocess
 import sys
 
 from tests.conftest import cli_command, cli_env, run_cli
+from tests.inprocess import run_in_process
 from tests.corpus import make_corpus
 
 
@@ -17,7 +22,7 @@ def test_check_connects_logs_in_and_changes_nothing(make_account):
     acct = make_account()
     acct.server.seed(acct.user, make_corpus(4))
     before = acct.server.server_entries(acct.user)
-    result = acct.run("check")
+    result = acct.run_here("check")
     assert result.code == 0, result.err
     assert "certificate verified" in result.out and "4 (" in result.out
     assert "UIDL" in result.out
@@ -26,46 +31,46 @@ def test_check_connects_logs_in_and_changes_nothing(make_account):
 
 
 def test_check_reports_a_wrong_password(make_account):
-    result = make_account(password="nope").run("check")
+    result = make_account(password="nope").run_here("check")
     assert result.code == 77 and "login" in result.err
 
 
 def test_status_shows_the_last_run(make_account):
     acct = make_account()
-    assert "never" in acct.run("status").out
+    assert "never" in acct.run_here("status").out
     acct.server.seed(acct.user, make_corpus(2))
-    acct.run("fetch")
-    out = acct.run("status").out
+    acct.run_here("fetch")
+    out = acct.run_here("status").out
     assert "test" in out and "ok" in out
 
 
 def test_folders_lists_the_inbox_with_its_count(make_account):
     acct = make_account()
     acct.server.seed(acct.user, make_corpus(3))
-    out = acct.run("folders", "test").out
+    out = acct.run_here("folders", "test").out
     assert "INBOX" in out and "3" in out and str(acct.maildir) in out
 
 
 def test_run_fetches_pop3_accounts(make_account):
     acct = make_account()
     acct.server.seed(acct.user, make_corpus(3))
-    assert acct.run("run").code == 0 and len(acct.local_messages()) == 3
+    assert acct.run_here("run").code == 0 and len(acct.local_messages()) == 3
 
 
 def test_init_writes_a_private_example_and_never_overwrites(tmp_path):
     path = tmp_path / "cfg" / "config.toml"
-    assert run_cli("init", str(path)).code == 0
+    assert run_in_process("init", str(path)).code == 0
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert "[accounts.home]" in path.read_text()
     path.write_text("mine")
-    result = run_cli("init", str(path))
+    result = run_in_process("init", str(path))
     assert result.code == 64 and path.read_text() == "mine"
 
 
 def test_init_example_is_a_valid_config(tmp_path):
     from mailsync.config import load_config
     path = tmp_path / "config.toml"
-    run_cli("init", str(path))
+    run_in_process("init", str(path))
     assert list(load_config(path).accounts) == ["home"]
 
 
@@ -96,7 +101,7 @@ def test_progress_is_drawn_when_stderr_is_a_terminal(make_account):
 
 
 def test_usage_error_exits_64_with_one_line():
-    result = run_cli("fetch", "--limit", "many")
+    result = run_in_process("fetch", "--limit", "many")
     assert result.code == 64 and len(result.err.strip().splitlines()) == 1
 
 

@@ -45,7 +45,7 @@ def table(out: str) -> list[list[str]]:
 def test_check_connects_verifies_tls_lists_folders_and_changes_nothing(imap_account):
     s = seeded(imap_account)
     before = server_view(s)
-    result = s.acct.run("check")
+    result = s.acct.run_here("check")
     assert result.code == 0, result.err
     out = result.out
     assert out.startswith("test: ok")
@@ -61,7 +61,7 @@ def test_check_connects_verifies_tls_lists_folders_and_changes_nothing(imap_acco
 
 def test_check_sends_no_command_that_selects_or_changes_a_mailbox(imap_account):
     s = seeded(imap_account)
-    trace = s.acct.run("-vv", "check")
+    trace = s.acct.run_here("-vv", "check")
     assert trace.code == 0, trace.err
     commands = [line.split()[2].upper() for line in trace.err.splitlines()
                 if line.startswith("> ") and len(line.split()) > 2]    # "> TAG COMMAND"
@@ -72,7 +72,7 @@ def test_check_sends_no_command_that_selects_or_changes_a_mailbox(imap_account):
 
 def test_check_as_json(imap_account):
     s = seeded(imap_account)
-    result = s.acct.run("--json", "check")
+    result = s.acct.run_here("--json", "check")
     assert result.code == 0
     account, = result.json["accounts"]
     assert account["ok"] and len(account["folders"]) == 4 and "Work" in account["folders"]
@@ -83,7 +83,7 @@ def test_check_as_json(imap_account):
 
 def test_check_reports_a_wrong_password(imap_account):
     s = imap_account(password="wrong")
-    result = s.acct.run("check")
+    result = s.acct.run_here("check")
     assert result.code == 77 and "login" in result.err and "test" in result.err
 
 
@@ -91,7 +91,7 @@ def test_check_names_only_the_first_folders_of_many(imap_account):
     s = imap_account()
     for i in range(12):
         s.remote.create(f"F{i:02d}")
-    out = s.acct.run("check").out
+    out = s.acct.run_here("check").out
     assert "folders: 13 (" in out and "+5 more)" in out
 
 
@@ -100,7 +100,7 @@ def test_check_names_only_the_first_folders_of_many(imap_account):
 def test_folders_lists_counts_and_local_paths(imap_account):
     s = seeded(imap_account)
     before = server_view(s)
-    result = s.acct.run("folders", "test")
+    result = s.acct.run_here("folders", "test")
     assert result.code == 0, result.err
     rows = {row[0]: row for row in table(result.out)}
     assert rows["server folder"][:3] == ["server folder", "messages", "local folder"]
@@ -120,7 +120,7 @@ def test_folders_shows_fs_layout_exclusions_and_local_only_folders(imap_account)
     s.local.make_folder("Lokal/Neu")
     s.local.deliver("Lokal/Neu", make_message(5))
     state_before, local_before = tree(s.acct.state_dir), tree(s.acct.maildir)
-    result = s.acct.run("folders", "test")
+    result = s.acct.run_here("folders", "test")
     assert result.code == 0, result.err
     rows = {row[0]: row for row in table(result.out)}
     root = s.acct.maildir
@@ -134,7 +134,7 @@ def test_folders_shows_fs_layout_exclusions_and_local_only_folders(imap_account)
 
 def test_folders_as_json(imap_account):
     s = seeded(imap_account)
-    result = s.acct.run("--json", "folders", "test")
+    result = s.acct.run_here("--json", "folders", "test")
     assert result.code == 0, result.err
     data = result.json
     rows = {f["server_folder"]: f for f in data["folders"]}
@@ -146,7 +146,7 @@ def test_folders_as_json(imap_account):
 
 def test_status_shows_per_folder_known_counts_and_results(imap_account):
     s = seeded(imap_account)
-    never = table(s.acct.run("status").out)
+    never = table(s.acct.run_here("status").out)
     assert never[0] == ["account", "folder", "protocol", "last run", "result", "downloaded",
                         "known messages"]
     assert never[1][:4] == ["test", "*", "imap", "never"]
@@ -159,7 +159,7 @@ def test_status_shows_per_folder_known_counts_and_results(imap_account):
         f.unlink()
     assert s.sync().code == 1
     state_before = tree(s.acct.state_dir)
-    result = s.acct.run("status")
+    result = s.acct.run_here("status")
     assert result.code == 0, result.err
     rows = {(r[0], r[1]): r for r in table(result.out)[1:]}
     account = rows[("test", "*")]
@@ -175,7 +175,7 @@ def test_status_shows_per_folder_known_counts_and_results(imap_account):
 def test_status_json_for_imap(imap_account):
     s = seeded(imap_account)
     assert s.sync().code == 0
-    result = s.acct.run("--json", "status")
+    result = s.acct.run_here("--json", "status")
     account, = result.json["accounts"]
     assert account["name"] == "test" and account["known_messages"] == 11
     assert account["last_run"]["exit_code"] == 0 and account["last_run"]["downloaded"] == 11
