@@ -1,6 +1,6 @@
 """What a user sees from the commands: global options anywhere, warnings instead of silent
 no-ops, and outputs for people (tables, plans, refusals) and scripts (JSON). In-process
-through mailsync.cli.main unless a terminal is the point."""
+through mailsync.cli.main (tests/inprocess.py) unless a terminal is the point."""
 
 from __future__ import annotations
 
@@ -12,22 +12,16 @@ import threading
 import pytest
 
 from mailsync import crashpoints, stopping
-from mailsync.cli import main
-from tests.conftest import CliResult, write_config
+from tests.conftest import write_config
 from tests.corpus import make_corpus, make_message
+from tests.inprocess import run_in_process
 from tests.test_progress import on_terminal
 
 
 @pytest.fixture
-def cli(capsys):
-    """cli(*args) -> CliResult: `mailsync ARGS` in this process."""
-    def run(*args: str) -> CliResult:
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as done:
-            main(list(args))
-        out, err = capsys.readouterr()
-        return CliResult(done.value.code, out, err)
-    return run
+def cli():
+    """cli(*args) -> CliResult: `mailsync ARGS` in this process (tests/inprocess.py)."""
+    return run_in_process
 
 
 def imap_with_folders(imap_account, **keys):
