@@ -4,7 +4,8 @@
 
 Runs each probe `--repeat` times, interleaved (one of each in turn, so a busy moment
 of the machine falls on all of them alike), and prints the median and the fastest
-wall time in milliseconds:
+wall time and the median CPU time (user + system, the steadier figure on a shared
+machine) in milliseconds:
 
 * ``version``: the installed command, ``mailsync --version`` (interpreter start,
   click, the exit);
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -54,14 +56,18 @@ def write_config(folder: Path) -> Path:
     return config
 
 
-def run_once(cmd: list[str], env: dict) -> float:
+def run_once(cmd: list[str], env: dict) -> tuple[float, float]:
+    """(wall, cpu) seconds of one run."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {done.returncode}: "
                            f"{done.stderr.decode(errors='replace')[-300:]}")
-    return elapsed
+    return elapsed, cpu
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     env["PYTHONPATH"] = str(ROOT)
     with tempfile.TemporaryDirectory(prefix="startup-") as tmp:
         runs = probes(write_config(Path(tmp)))
-        times: dict[str, list[float]] = {name: [] for name in runs}
+        times: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
         try:
             for name, cmd in runs.items():      # warm the page cache and .pyc files
                 run_once(cmd, env)
@@ -83,10 +89,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"startup: {exc}", file=sys.stderr)
             return 1
     width = max(len(name) for name in times)
-    print(f"{'probe':<{width}}  median ms  fastest ms  (n={args.repeat})")
+    print(f"{'probe':<{width}}  median ms  fastest ms  cpu median ms  (n={args.repeat})")
     for name, values in times.items():
-        print(f"{name:<{width}}  {statistics.median(values) * 1000:9.1f}  "
-              f"{min(values) * 1000:10.1f}")
+        wall, cpu = [w for w, _ in values], [c for _, c in values]
+        print(f"{name:<{width}}  {statistics.median(wall) * 1000:9.1f}  "
+              f"{min(wall) * 1000:10.1f}  {statistics.median(cpu) * 1000:13.1f}")
     return 0
 
 

@@ -170,3 +170,15 @@ def test_an_imap_sync_loads_neither_the_pop3_engine_nor_importlib_metadata(make_
     done = subprocess.run([sys.executable, "-c", code, str(acct.config)],
                           capture_output=True, text=True, env=cli_env())
     assert done.stderr.strip().splitlines()[-1] == "[] True", done.stderr
+
+
+def test_v_counts_add_up_before_and_after_the_command(tmp_path):
+    # click's own count option, on the group and on the command: no re-reading of argv
+    from mailsync.cli import Settings, cli
+    settings = Settings()
+    try:
+        cli.main(["-v", "init", str(tmp_path / "config.toml"), "-v"], prog_name="mailsync",
+                 standalone_mode=False, obj=settings)
+        assert settings.verbose == 2 and settings.make_context().ui.tracing
+    finally:
+        settings.close()
