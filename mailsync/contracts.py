@@ -86,6 +86,16 @@ class RemoteMeta:
     gm_msgid: int | None = None      # Gmail (X-GM-EXT-1): the message's id in every label
 
 
+@dataclass(frozen=True)
+class Changes:
+    """What changed in the selected folder since a mod-sequence (CONDSTORE/QRESYNC)."""
+
+    changed: dict[int, RemoteMeta]        # flags changed, or arrived, since then
+    vanished: frozenset[int] | None       # of the candidates asked about, those expunged
+    #                                       since then; None: the server cannot say (no
+    #                                       QRESYNC), every UID must be listed instead
+
+
 # Values on the local side ----------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -150,6 +160,11 @@ class RemoteStore(Protocol):
         """The messages whose flags changed (or that arrived) since since_modseq
         (CONDSTORE). Folder scope: CommandRefused or ProtocolError when the server
         refuses or garbles CHANGEDSINCE; the engine then looks at every message."""
+
+    def changes_since(self, since_modseq: int, candidates: Collection[int]) -> Changes:
+        """fetch_changed, and which of the candidate UIDs were expunged since (QRESYNC's
+        VANISHED), so that the UIDs need not all be listed. Failure scope as
+        fetch_changed. The engine trusts a vanished UID into no deletion unchecked."""
 
     def search_all(self) -> set[int]:
         """Every UID in the selected folder."""

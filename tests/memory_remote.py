@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Collection, Iterable, Mapping
 
-from mailsync.contracts import (CommandRefused, FolderStatus, Namespaces, RemoteMeta,
+from mailsync.contracts import (Changes, CommandRefused, FolderStatus, Namespaces, RemoteMeta,
                                 ServerFolder, Sink)
 from mailsync.headers import parse_message_id, searchable
 
@@ -38,6 +38,7 @@ class MemoryFolder:
     modseqs: dict[int, int] = field(default_factory=dict)
     dates: dict[int, datetime] = field(default_factory=dict)
     highestmodseq: int = 1
+    vanished: dict[int, int] = field(default_factory=dict)   # uid -> modseq of its expunge
 
     def add(self, body: bytes, letters: Iterable[str] = "",
             date: datetime | None = None) -> int:
@@ -59,6 +60,7 @@ class MemoryFolder:
                 self.modseqs.pop(uid, None)
                 self.dates.pop(uid, None)
                 self.highestmodseq += 1
+                self.vanished[uid] = self.highestmodseq
 
     def status(self, condstore: bool) -> FolderStatus:
         return FolderStatus(self.uidvalidity, self.uidnext, len(self.messages),
@@ -69,9 +71,13 @@ class MemoryServer:
     """Folders by UTF-8 name; `log` records every command that changes something."""
 
     def __init__(self, delimiter: str | None = "/", *, uidplus: bool = True,
-                 move: bool = True, condstore: bool = True, gmail: bool = False) -> None:
+                 move: bool = True, condstore: bool = True, qresync: bool | None = None,
+                 gmail: bool = False, vanished_lies: bool = False) -> None:
         self.delimiter = delimiter
         self.uidplus, self.can_move, self.condstore = uidplus, move, condstore
+        self.qresync = condstore if qresync is None else qresync
+        self.vanished_lies = vanished_lies   # VANISHED names every UID asked about (a
+        #                                      broken server: it must delete nothing)
         self.gmail = gmail
         self.folders: dict[str, MemoryFolder] = {}
         self.log: list[tuple] = []
@@ -113,6 +119,7 @@ class MemorySession:
         caps = {"IMAP4REV1"} | {c for c, on in (("UIDPLUS", server.uidplus),
                                                 ("MOVE", server.can_move),
                                                 ("CONDSTORE", server.condstore),
+                                                ("QRESYNC", server.qresync),
                                                 ("X-GM-EXT-1", server.gmail)) if on}
         self.capabilities = frozenset(caps)
 
@@ -163,6 +170,15 @@ class MemorySession:
         f = self._selected()
         return {uid: self._meta(f, uid, False) for uid in sorted(f.messages)
                 if f.modseqs[uid] > since_modseq}
+
+    def changes_since(self, since_modseq: int, candidates: Collection[int]) -> Changes:
+        changed = self.fetch_changed(since_modseq)
+        if not self.server.qresync:
+            return Changes(changed, None)
+        gone = self._selected().vanished
+        return Changes(changed, frozenset(u for u in candidates
+                                          if gone.get(u, 0) > since_modseq
+                                          or self.server.vanished_lies))
 
     def search_all(self) -> set[int]:
         return set(self._selected().messages)

@@ -296,3 +296,23 @@ def test_the_store_says_what_it_can(backend):
     assert backend.store.can_move == backend.uidplus   # the trimmed sets lack both
     assert backend.store.gmail is False and backend.store.broken is False
 
+
+
+def test_changes_since_names_the_uids_expunged_since_or_says_it_cannot(backend):
+    """QRESYNC's VANISHED where the server has it (stock Dovecot, the full in-memory
+    server): of the candidates, exactly those expunged since the mod-sequence. Without
+    it: None, and the engine lists every UID instead."""
+    a = backend.other.append("INBOX", A)
+    b = backend.other.append("INBOX", B)
+    c = backend.other.append("INBOX", C)
+    status = backend.store.select("INBOX")
+    if not backend.condstore:
+        with pytest.raises((CommandRefused, ProtocolError)):
+            backend.store.changes_since(1, [a, b, c])
+        return
+    backend.other.expunge("INBOX", a)
+    backend.other.set_flags("INBOX", b, add="F")
+    backend.store.select("INBOX")
+    changes = backend.store.changes_since(status.highestmodseq, [a, b, c, 99])
+    assert set(changes.changed) == {b} and changes.changed[b].flags == frozenset("F")
+    assert changes.vanished == frozenset({a})

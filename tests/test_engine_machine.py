@@ -55,11 +55,12 @@ def body(cid: int, size: int) -> bytes:
 
 class EngineModel(RuleBasedStateMachine):
     mode = "sync"
+    server_kind: dict = {}     # MemoryServer's capabilities (default: all of them)
 
     def __init__(self):
         super().__init__()
         self.tmp = Path(tempfile.mkdtemp(prefix="mailsync-machine-", dir=SCRATCH))
-        self.server = MemoryServer("/", uidplus=True, move=True, condstore=True)
+        self.server = MemoryServer("/", **self.server_kind)
         self.server.folder(FOLDER)
         self.account = Account(name="m", protocol="imap", host="memory.invalid", user="u",
                                port=993, tls="implicit",
@@ -301,6 +302,21 @@ class PushModel(EngineModel):
     mode = "push"
 
 
+class CondstoreOnlyModel(EngineModel):
+    """CONDSTORE without QRESYNC (Gmail): every UID listed each run."""
+    server_kind = {"qresync": False}
+
+
+class PlainServerModel(EngineModel):
+    """Neither UIDPLUS, MOVE nor CONDSTORE (Exchange-like)."""
+    server_kind = {"uidplus": False, "move": False, "condstore": False}
+
+
+class LyingVanishedModel(EngineModel):
+    """A server whose VANISHED names messages it still has: nothing may be lost."""
+    server_kind = {"vanished_lies": True}
+
+
 _settings = settings(max_examples=300, stateful_step_count=12, deadline=None,
                      suppress_health_check=[HealthCheck.too_slow,
                                             HealthCheck.filter_too_much])
@@ -313,3 +329,9 @@ TestPullEngineMachine = PullModel.TestCase
 TestPullEngineMachine.settings = settings(_settings, max_examples=60)
 TestPushEngineMachine = PushModel.TestCase
 TestPushEngineMachine.settings = settings(_settings, max_examples=60)
+TestCondstoreOnlyEngineMachine = CondstoreOnlyModel.TestCase
+TestCondstoreOnlyEngineMachine.settings = settings(_settings, max_examples=60)
+TestPlainServerEngineMachine = PlainServerModel.TestCase
+TestPlainServerEngineMachine.settings = settings(_settings, max_examples=60)
+TestLyingVanishedEngineMachine = LyingVanishedModel.TestCase
+TestLyingVanishedEngineMachine.settings = settings(_settings, max_examples=60)

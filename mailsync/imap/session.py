@@ -14,14 +14,16 @@ LibraryCalls, so a fault of theirs on a malformed answer is told from a bug of o
 
 from __future__ import annotations
 
+import bisect
 import imaplib
+import itertools
 import re
 import select
 import ssl
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Collection, Iterable, Iterator
 
 from imapclient import IMAPClient
 from imapclient import exceptions as imapclient_errors
@@ -29,7 +31,8 @@ from imapclient.imapclient import _parse_untagged_response
 
 from mailsync.batching import batches
 from mailsync.config import Account
-from mailsync.contracts import FolderStatus, Namespaces, RemoteMeta, ServerFolder, Sink
+from mailsync.contracts import (Changes, FolderStatus, Namespaces, RemoteMeta, ServerFolder,
+                                Sink)
 from mailsync.errors import ProtocolError, TemporaryError
 from mailsync.headers import parse_message_id, searchable
 from mailsync.imap.errors import LibraryCalls, MissingCapability, command_errors
@@ -64,9 +67,13 @@ class ImapSession:
                                       if isinstance(c, bytes) else str(c).upper() for c in caps)
         self.gmail = "X-GM-EXT-1" in self.capabilities   # labels as folders, X-GM-MSGID
         self.can_move = "MOVE" in self.capabilities
-        self.condstore = False
+        self.condstore = self.qresync = False
         if "CONDSTORE" in self.capabilities and "ENABLE" in self.capabilities:
             self.condstore = self._enable("CONDSTORE")
+        if self.condstore and "QRESYNC" in self.capabilities:
+            # VANISHED then tells which UIDs went since a mod-sequence; it also replaces
+            # EXPUNGE in unsolicited answers, which the session reads nowhere by count.
+            self.qresync = self._enable("QRESYNC")
         with self._guard("LIST"):
             rows = client.list_folders("", "")
         self.delimiter = delimiter_of(rows[0][1]) if rows else None
@@ -338,6 +345,36 @@ class ImapSession:
         with self._guard("FETCH CHANGEDSINCE"):
             answers = self._uid_fetch("1:*", items, f"(CHANGEDSINCE {int(since_modseq)})")
         return {uid: self._meta(uid, data, False) for uid, data in answers.items()}
+
+    def changes_since(self, since_modseq: int, candidates: Collection[int]) -> Changes:
+        """UID FETCH CHANGEDSINCE, with the VANISHED modifier where QRESYNC is enabled:
+        the server's "* VANISHED (EARLIER) set" names the UIDs expunged since then."""
+        if not self.qresync:
+            return Changes(self.fetch_changed(since_modseq), None)
+        items = "(UID FLAGS RFC822.SIZE MODSEQ" + (" X-GM-MSGID)" if self.gmail else ")")
+        with self._guard("FETCH CHANGEDSINCE VANISHED"):
+            self._imap.untagged_responses.pop("VANISHED", None)
+            answers = self._uid_fetch("1:*", items,
+                                      f"(CHANGEDSINCE {int(since_modseq)} VANISHED)")
+            said = self._imap.untagged_responses.pop("VANISHED", [])
+        changed = {uid: self._meta(uid, data, False) for uid, data in answers.items()}
+        return Changes(changed, self._vanished(said, candidates))
+
+    def _vanished(self, said: list, candidates: Collection[int]) -> frozenset[int]:
+        """The candidates inside the sets of "(EARLIER) set" answers."""
+        ranges: list[tuple[int, float]] = []
+        for answer in said:
+            text = answer.decode("ascii", "replace") if isinstance(answer, bytes) else ""
+            text = re.sub(r"^\(EARLIER\)\s*", "", text.strip(), flags=re.I)
+            try:
+                ranges.extend(set_ranges(text))
+            except ValueError:
+                self._garbage("VANISHED", answer)
+        ranges.sort()
+        lows = [lo for lo, _ in ranges]
+        highs = list(itertools.accumulate((hi for _, hi in ranges), max))
+        return frozenset(uid for uid in candidates
+                         if (i := bisect.bisect_right(lows, uid)) and highs[i - 1] >= uid)
 
     def _meta(self, uid: int, data: dict[bytes, Any], with_message_id: bool) -> RemoteMeta:
         flags, size = data.get(b"FLAGS"), data.get(b"RFC822.SIZE")

@@ -18,8 +18,8 @@ from typing import Callable, Iterable
 from mailsync import adoption, crashpoints
 from mailsync.batching import batches
 from mailsync.config import Account
-from mailsync.contracts import (MANAGED, CommandRefused, Entry, FolderStatus, LocalFolder,
-                                Receiving, RemoteMeta, RemoteStore)
+from mailsync.contracts import (MANAGED, Changes, CommandRefused, Entry, FolderStatus,
+                                LocalFolder, Receiving, RemoteMeta, RemoteStore)
 from mailsync.errors import Interrupted, MailsyncError, ProtocolError, RefusedError, TemporaryError
 from mailsync.folders import FolderPairing
 from mailsync.headers import parse_message_id
@@ -216,7 +216,7 @@ class FolderSync:
         if status.highestmodseq == record.highestmodseq and status.uidnext == record.uidnext:
             return known
         try:
-            changed = self.remote.fetch_changed(record.highestmodseq)
+            changes = self.remote.changes_since(record.highestmodseq, list(known))
         except (CommandRefused, ProtocolError) as exc:
             if self.remote.broken:
                 raise
@@ -225,14 +225,29 @@ class FolderSync:
             self.reporter.detail(f"{self.label}: the server refused CHANGEDSINCE "
                                  f"({exc.message}); looking at every message instead")
             return self._messages(self.remote.fetch_meta())
-        present = self.remote.search_all()
+        present = self._present(known, changes, status)
         found = {uid: msg for uid, msg in known.items() if uid in present}
-        found.update({uid: msg for uid, msg in self._messages(changed).items()
+        found.update({uid: msg for uid, msg in self._messages(changes.changed).items()
                       if uid in present})
         strays = present - set(found)
         if strays:   # not paired and not changed: cannot happen, but never guess
             found.update(self._messages(self.remote.fetch_meta(sorted(strays))))
         return found
+
+    def _present(self, known: dict[int, RemoteMsg], changes: Changes,
+                 status: FolderStatus) -> set[int]:
+        """The folder's UIDs now. From VANISHED (QRESYNC) when the server gave it: the
+        UIDs it names are looked up before any is taken for expunged (a wrong answer must
+        never delete a local file), and the count must be SELECT's, else every UID is
+        listed after all."""
+        if changes.vanished is not None:
+            gone = set(changes.vanished)
+            if gone:
+                gone -= set(self.remote.fetch_meta(sorted(gone)))
+            present = (set(known) - gone) | set(changes.changed)
+            if len(present) == status.exists:
+                return present
+        return self.remote.search_all()
 
     def _messages(self, metas: dict[int, RemoteMeta]) -> dict[int, RemoteMsg]:
         """The plan's view of these server messages (Gmail: their ids noted)."""
