@@ -456,10 +456,29 @@ def test_no_command_of_an_extension_the_server_lacks(account):
     assert any("EXPUNGE" in line for line in sent), err[-2000:]
     for line in sent:
         for command in ("UID EXPUNGE", "UID MOVE", "CHANGEDSINCE", "CONDSTORE", "QRESYNC",
-                        "RETURN (STATUS", "RETURN (", "ESEARCH"):
+                        "VANISHED", "RETURN (STATUS", "RETURN (", "ESEARCH"):
             assert command not in line, line
     assert sorted(a.server()) == sorted([msg(2), msg(3)])
     assert list(a.server("Archive")) == [msg(1)]
+
+
+@pytest.mark.parametrize("conf", ["stock", "cyrus-alt"], indirect=True)
+def test_with_qresync_a_resync_learns_expunges_from_vanished(account):
+    """Where the server has QRESYNC, an incremental run asks for VANISHED and lists no
+    UIDs; what another client expunged is deleted locally, nothing else."""
+    a = account()
+    for n in range(4):
+        a.remote.append("INBOX", msg(n))
+    ok(a.sync())
+    ok(a.sync())                               # a record to be incremental from
+    a.remote.expunge("INBOX", a.remote.uid_of("INBOX", msg(1)))
+    code, s, err = a.run("-vv", "sync")
+    assert code == 0, err
+    assert s["deleted_local"] == 1
+    sent = [line for line in err.splitlines() if line.startswith("> ")]
+    assert any("VANISHED" in line for line in sent), err[-2000:]
+    assert not any("SEARCH ALL" in line for line in sent), err[-2000:]
+    assert sorted(a.local.bodies()) == sorted([msg(0), msg(2), msg(3)])
 
 
 @pytest.mark.parametrize("conf", ["prefix", "cyrus-classic"], indirect=True)
