@@ -18,7 +18,7 @@ import click
 
 from mailsync import __version__
 from mailsync.errors import EX_IOERR, EX_USAGE, Interrupted, MailsyncError
-from mailsync.syncplan import MODES
+from mailsync.modes import MODES
 
 EX_SOFTWARE = 70
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from mailsync.errors import ConfigError
 from mailsync.spans import is_count, is_span, parse_span
-from mailsync.syncplan import MODES
+from mailsync.modes import MODES
 
 PROTOCOLS = ("pop3", "imap")
 TLS_MODES = ("implicit", "starttls", "none")
