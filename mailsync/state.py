@@ -22,7 +22,7 @@ from mailsync.errors import LocalIOError, LockedError, local_io_error
 from mailsync.privatefiles import make_private_dirs
 from mailsync.syncplan import Pair
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS pop_seen (
@@ -62,6 +62,11 @@ CREATE TABLE IF NOT EXISTS intents (
     placeholder INTEGER NOT NULL DEFAULT 0,
     token TEXT                     -- upload: Message-ID, or size, to find the message again
 );
+CREATE TABLE IF NOT EXISTS gmail_copies (
+    gm_msgid INTEGER PRIMARY KEY,  -- Gmail's X-GM-MSGID: one message in every label
+    folder TEXT NOT NULL,          -- a folder where it was downloaded
+    key TEXT NOT NULL              -- its Maildir key there
+);
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY,
     command TEXT NOT NULL,
@@ -82,6 +87,8 @@ MIGRATIONS = {
         "UPDATE runs SET failing_since = (SELECT min(started) FROM runs WHERE id > "
         "coalesce((SELECT max(id) FROM runs WHERE exit_code = 0), 0)) "
         "WHERE id = (SELECT max(id) FROM runs) AND exit_code != 0"],
+    3: ["CREATE TABLE IF NOT EXISTS gmail_copies (gm_msgid INTEGER PRIMARY KEY, "
+        "folder TEXT NOT NULL, key TEXT NOT NULL)"],
 }
 
 
@@ -339,6 +346,18 @@ class State:
             self.db.execute("DELETE FROM pairs WHERE folder = ? AND uid = ?", (folder, uid))
         if key is not None:
             self.db.execute("DELETE FROM pairs WHERE folder = ? AND key = ?", (folder, key))
+
+    def gmail_copy(self, gm_msgid: int) -> tuple[str, str] | None:
+        """(folder, key) where Gmail's message gm_msgid was downloaded, if it was."""
+        row = self.db.execute("SELECT folder, key FROM gmail_copies WHERE gm_msgid = ?",
+                              (gm_msgid,)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def note_gmail_copies(self, folder: str, copies: Iterable[tuple[int, str]]) -> None:
+        """Gmail: these messages (X-GM-MSGID, key) are now stored in folder."""
+        with self.transaction():
+            self.db.executemany("INSERT OR REPLACE INTO gmail_copies VALUES (?, ?, ?)",
+                                [(gm, folder, key) for gm, key in copies])
 
     def replace_folder_pairs(self, folder: str, pairs: list[Pair]) -> None:
         """After a UIDVALIDITY change: the re-paired record replaces the old one, in one

@@ -15,7 +15,7 @@ from mailsync import contracts
 
 ENGINE = ("mailsync.imapsync.folder", "mailsync.imapsync.recovery",
           "mailsync.imapsync.localmoves", "mailsync.imapsync.placeholders",
-          "mailsync.imapsync.describe")
+          "mailsync.imapsync.describe", "mailsync.imapsync.gmail")
 DRIVERS = ("imapclient", "imaplib", "mailsync.imap", "mailsync.maildir", "sqlite3x")
 ROOT = Path(__file__).resolve().parent.parent
 

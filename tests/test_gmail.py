@@ -114,3 +114,28 @@ def test_an_upload_gmail_drops_is_neither_repeated_nor_deleted(fake, monkeypatch
         assert again.ok and (again.uploaded, again.deleted_local) == (0, 0)
     assert len([e for e in server.log if e[0] == "dropped"]) == 1
     assert (family / "cur" / "copied.x:2,S").exists()
+
+
+def test_a_label_added_after_a_sync_is_filled_by_local_copies_not_downloads(fake,
+                                                                             monkeypatch):
+    """Next week the user labels old mail: the new label's folder is filled from the
+    copies already stored, across runs; a copy the user deleted meanwhile is downloaded."""
+    s = gmail(fake, monkeypatch)
+    bodies = [make_message(i, size=300) for i in range(20)]
+    s.server.folder("INBOX")
+    for body in bodies:
+        s.server.folder(ALL_MAIL).add(body)
+    assert s.sync().ok
+    assert set(s.server.fetched.values()) == {1}
+    gone = next(p for sub in ("new", "cur") for p in (s.local_path(ALL_MAIL) / sub).iterdir()
+                if p.read_bytes() == bodies[0])
+    gone.unlink()                                   # the user deletes one copy locally
+    late = s.server.folder("Later")
+    for body in bodies[:10]:
+        late.add(body, "F")
+    result = s.sync()
+    assert result.ok, result.error
+    assert s.local_bodies("Later") == sorted(bodies[:10])
+    assert (result.copied, result.downloaded) == (9, 1)
+    assert s.server.fetched[bodies[0]] == 2          # the deleted copy: downloaded again
+    assert all(s.server.fetched[b] == 1 for b in bodies[1:])

@@ -15,7 +15,8 @@ from mailsync.config import Account, resolve_secret
 from mailsync.contracts import CommandRefused, LocalFolder
 from mailsync.errors import MailsyncError, RefusedError
 from mailsync.folders import FolderPairing
-from mailsync.imapsync.folder import FolderSync, GmailStore, SyncOptions
+from mailsync.imapsync.folder import FolderSync, SyncOptions
+from mailsync.imapsync.gmail import GmailCopies
 from mailsync.imapsync.localmoves import LocalMoves
 from mailsync.maildir import Entry, Maildir, wait_until_settled
 from mailsync.results import AccountResult, FolderResult
@@ -42,6 +43,13 @@ def sync_account(account: Account, state: State, reporter: Reporter,
 
     def local_folder(relpath: str) -> LocalFolder:
         return Maildir(folders.resolve(account.maildir, relpath))
+
+    def synced_folder(name: str) -> LocalFolder | None:
+        record = state.folder_record(name)
+        try:
+            return local_folder(record.relpath) if record is not None else None
+        except folders.UnsafeFolderPath:
+            return None
 
     def open_helper() -> tuple[imap.ImapSession, State]:
         helper = imap.connect(account, secret, trace)
@@ -72,7 +80,7 @@ def sync_account(account: Account, state: State, reporter: Reporter,
             folder = FolderSync(session, local_folder(pairing.relpath), account,
                                 folder_state, shared, options, pairing, folder_result,
                                 result.plan, on_work=busy, listed=scans.get(pairing.name),
-                                gmail_store=gmail_store)
+                                gmail=gmail)
             folder.run()
         except (RefusedError, CommandRefused, folders.UnsafeFolderPath) as exc:
             folder_result.ok, folder_result.error = False, str(exc)
@@ -83,10 +91,9 @@ def sync_account(account: Account, state: State, reporter: Reporter,
         return folder_result, folder
 
     # Gmail: one message in several labels (folders) is downloaded once, then copied
-    # locally (gmail_store: X-GM-MSGID -> where it was stored); one connection, so that
-    # no two folders fetch the same message at once.
-    gmail_store: GmailStore | None = {} if session.gmail else None
-    size = 1 if options.dry_run or gmail_store is not None else account.connections
+    # locally; one connection, so that no two folders fetch the same message at once.
+    gmail = GmailCopies(state, synced_folder) if session.gmail else None
+    size = 1 if options.dry_run or gmail is not None else account.connections
     scans: dict[str, tuple[str, dict[str, Entry]]] = {}   # listings the folders may reuse
     begun: list[FolderResult] = []   # folders begun, in the order they began
     ended: set[int] = set()          # id() of those that ended (done or refused)

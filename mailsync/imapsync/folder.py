@@ -25,6 +25,7 @@ from mailsync.folders import FolderPairing
 from mailsync.headers import parse_message_id
 from mailsync.imapsync import recovery
 from mailsync.imapsync.describe import describe
+from mailsync.imapsync.gmail import GmailCopies
 from mailsync.imapsync.placeholders import HeaderRewriter, placeholder_note, placeholder_size
 from mailsync.results import FolderResult
 from mailsync.reporting import Reporter
@@ -36,10 +37,6 @@ from mailsync.syncplan import (Action, DeleteLocal, Download, ExpungeRemote, Fol
 
 BATCH_MESSAGES = 200    # downloads journalled and made durable together
 BATCH_BYTES = 32 << 20
-
-# Gmail: X-GM-MSGID -> (local folder, key) of a message stored under one label this run
-GmailStore = dict[int, tuple[LocalFolder, str]]
-
 
 @dataclass(frozen=True)
 class SyncOptions:
@@ -59,9 +56,9 @@ class FolderSync:
                  pairing: FolderPairing, result: FolderResult, plan_lines: list[str],
                  on_work: Callable[[], None] = lambda: None,
                  listed: tuple[str, dict[str, Entry]] | None = None,
-                 gmail_store: GmailStore | None = None) -> None:
+                 gmail: GmailCopies | None = None) -> None:
         self.remote, self.local, self.account, self.state = remote, local, account, state
-        self.gmail_store = gmail_store
+        self.gmail = gmail
         self.gm_ids: dict[int, int] = {}   # UID -> X-GM-MSGID (Gmail)
         self.listed = listed   # (stamp, entries) of a listing earlier in this run
         self.on_work = on_work
@@ -442,11 +439,10 @@ class FolderSync:
         copies = sum(1 for p in pairs if p.uid in copied)
         self.result.downloaded += len(pairs) - copies
         self.result.copied += copies
-        if self.gmail_store is not None:
-            for p in pairs:
-                gm_id = self.gm_ids.get(p.uid)
-                if gm_id is not None and not p.placeholder:
-                    self.gmail_store.setdefault(gm_id, (self.local, p.key))
+        if self.gmail is not None:
+            self.gmail.note(self.name, self.local,
+                            [(self.gm_ids[p.uid], p.key) for p in pairs
+                             if p.uid in self.gm_ids and not p.placeholder])
         if stop:
             raise stop[0]
 
@@ -480,13 +476,15 @@ class FolderSync:
 
     def _copy_stored(self, intents: list[Intent], sink_for, receiving: Receiving,
                      remote: dict[int, RemoteMsg]) -> set[int]:
-        """Gmail: the messages of this batch already stored under another label this run,
-        copied from there instead of downloaded again (the UIDs done)."""
-        if not self.gmail_store:
+        """Gmail: the messages of this batch already stored under another label (this run
+        or an earlier one), copied from there instead of downloaded again (the UIDs
+        done)."""
+        if self.gmail is None:
             return set()
         copied = set()
         for intent in intents:
-            stored = self.gmail_store.get(self.gm_ids.get(intent.uid, -1))
+            gm_msgid = self.gm_ids.get(intent.uid)
+            stored = self.gmail.find(gm_msgid) if gm_msgid is not None else None
             if intent.placeholder or stored is None:
                 continue
             folder, key = stored
