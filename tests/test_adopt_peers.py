@@ -8,8 +8,11 @@ then restored without its state."""
 from __future__ import annotations
 
 import shutil
+import time
 
 import pytest
+
+from mailsync.maildir import FINE_SETTLE
 
 from tests.corpus import make_corpus, make_message
 from tests.peers import PEER_LAYOUTS, PeerLayout, PeerMaildir, fill, require, without_tuid
@@ -308,3 +311,26 @@ def test_lost_state_directory_moves_only_the_new_messages(imap_account, dovecot,
     shutil.rmtree(s.acct.state_dir)
     on_server, in_maildir = new_on_both_sides(s, s.local)
     assert_only_new_moved(s, mailbox, on_server, in_maildir, counts(s.sync()))
+
+
+@pytest.mark.parametrize("layout", MBSYNC[:1], ids=lambda layout: layout.id)
+def test_after_adopting_mbsyncs_maildir_a_local_move_is_a_server_move_without_x_tuid(
+        imap_account, dovecot, tmp_path, layout):
+    """mbsync leaves an X-TUID line in every file it writes: a file the user then moves
+    between folders is moved on the server (not uploaded again), and a file the user
+    copies into another folder is uploaded without mbsync's line."""
+    s, mailbox = peer_filled(imap_account, dovecot, tmp_path, layout)
+    assert s.sync().code == 0
+    moved, copied = mailbox["INBOX"][0], mailbox["INBOX"][1]
+    assert b"X-TUID" in s.local.file_of("INBOX", moved).read_bytes()
+    s.local.move("INBOX", moved, "Archive")
+    s.local.deliver("Archive", s.local.file_of("INBOX", copied).read_bytes())
+    time.sleep(2 * FINE_SETTLE)            # settled stamps, as for a user's changes
+
+    summary = s.sync().json["accounts"][0]
+    assert (summary["uploaded"], summary["deleted_remote"]) == (1, 0), summary
+    archive = s.remote.bodies("Archive")
+    assert moved in archive and copied in archive      # byte for byte: no X-TUID line
+    assert moved not in s.remote.bodies("INBOX")
+    for folder in FOLDERS:
+        agree(s, folder)

@@ -543,7 +543,9 @@ class FolderSync:
             entry = self._entry(action.key)
             if entry is None:
                 continue   # deleted by the user meanwhile: the next run sees that
-            data = self.local.read(entry)
+            # Sent without the X-TUID line mbsync keeps in its files: its own bookkeeping,
+            # nothing of the message (a first sync compares without it, too).
+            data = adoption.comparable(self.local.read(entry))
             intent, = self.state.add_intents([Intent(self.name, "upload", None, action.key,
                                                      action.flags,
                                                      token=recovery.upload_token(data))])

@@ -169,7 +169,8 @@ def _arrivals(pairing: FolderPairing, pairs: list[Pair], local: LocalFolder,
         if key in paired:
             continue
         try:
-            data = local.read(entry)
+            # as the server holds it: without the X-TUID line mbsync puts in its files
+            data = adoption.comparable(local.read(entry))
         except OSError:
             continue
         header = data.split(b"\n\n", 1)[0]
