@@ -1,12 +1,14 @@
 """report_after: under -q, cron hears of a temporary failure (69, 75) only once the
-account has been failing longer than that; the exit status always tells the truth."""
+account has been failing longer than that; the exit status always tells the truth. The
+commands run in-process (tests/inprocess.py): their output and exit status are the point."""
 
 from __future__ import annotations
 
 import socket
 import sqlite3
 
-from tests.conftest import run_cli, write_config
+from tests.conftest import write_config
+from tests.inprocess import run_in_process
 
 HOUR = 3600.0
 
@@ -39,31 +41,31 @@ def age_the_state(tmp_path, seconds: float) -> None:
 def test_quiet_until_the_account_has_failed_longer_than_report_after(tmp_path):
     config = unreachable(tmp_path, report_after="6h")
     for _ in range(3):   # cron, every few minutes: silence, but the truth in the status
-        result = run_cli("-c", str(config), "-q", "run")
+        result = run_in_process("-c", str(config), "-q", "run")
         assert (result.code, result.out, result.err) == (69, "", "")
     age_the_state(tmp_path, 5 * HOUR)
-    result = run_cli("-c", str(config), "-q", "run")
+    result = run_in_process("-c", str(config), "-q", "run")
     assert (result.code, result.out, result.err) == (69, "", "")
     age_the_state(tmp_path, 2 * HOUR)   # failing for 7 hours now
     for _ in range(2):   # from now on, every run says so
-        result = run_cli("-c", str(config), "-q", "run")
+        result = run_in_process("-c", str(config), "-q", "run")
         assert result.code == 69 and result.out == ""
         assert "account test: cannot reach 127.0.0.1" in result.err
-    status = run_cli("-c", str(config), "status")
+    status = run_in_process("-c", str(config), "status")
     assert "failing since" in status.out and "exit 69" in status.out
-    account = run_cli("-c", str(config), "--json", "status").json["accounts"][0]
+    account = run_in_process("-c", str(config), "--json", "status").json["accounts"][0]
     assert account["failing_since"] is not None and account["last_run"]["exit_code"] == 69
 
 
 def test_without_quiet_or_report_after_every_failure_is_printed(tmp_path):
     config = unreachable(tmp_path / "a")
     for _ in range(2):
-        result = run_cli("-c", str(config), "-q", "run")
+        result = run_in_process("-c", str(config), "-q", "run")
         assert result.code == 69 and "cannot reach" in result.err
     config = unreachable(tmp_path / "b", report_after="6h")
-    result = run_cli("-c", str(config), "run")
+    result = run_in_process("-c", str(config), "run")
     assert result.code == 69 and "cannot reach" in result.err
-    quiet_json = run_cli("-c", str(config), "-q", "--json", "run")
+    quiet_json = run_in_process("-c", str(config), "-q", "--json", "run")
     assert quiet_json.code == 69 and quiet_json.err == ""
     account = quiet_json.json["accounts"][0]
     assert account["exit_code"] == 69 and account["failing_since"] is not None
