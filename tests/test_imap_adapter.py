@@ -816,3 +816,11 @@ def test_system_trust_from_a_hashed_ca_directory_is_used(dovecot, user, tmp_path
     (hashed / f"{ca_hash}.0").rename(hashed / "test-ca.pem")
     with pytest.raises(CertificateError):
         imap.connect(account(dovecot, user, ca_file=None), dovecot.password)
+
+
+def test_vanished_names_only_the_candidates_inside_its_sets():
+    said = [b"(EARLIER) 3:5,9", b"12:11"]
+    assert imap.parse.vanished_uids(said, [1, 3, 4, 6, 9, 11, 13]) == {3, 4, 9, 11}
+    assert imap.parse.vanished_uids([], [1, 2]) == frozenset()
+    with pytest.raises(ValueError):
+        imap.parse.vanished_uids([b"(EARLIER) 3:x"], [3])

@@ -9,9 +9,11 @@ ValueError, which the session's error mapping turns into exit 65.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import re
 from datetime import datetime, timezone
-from typing import Any, Iterable, Iterator
+from typing import Any, Collection, Iterable, Iterator
 
 from imapclient import exceptions as imapclient_errors
 from imapclient.datetime_util import parse_to_datetime
@@ -149,6 +151,21 @@ _SIMPLE_ITEM = re.compile(
     rb"|\(([^\x00-\x1f()\"{}%\[\]]*)\)"            # list of atoms
     rb"|\"([^\x00-\x1f\"\\]*)\""                     # quoted string without escapes
     rb"|(NIL)(?![^ ]))")
+
+
+def vanished_uids(said: list, candidates: Collection[int]) -> frozenset[int]:
+    """The candidates inside the UID sets of VANISHED answers ("(EARLIER) 3:5,9", as
+    imaplib files them); ValueError when a set cannot be read."""
+    ranges: list[tuple[int, float]] = []
+    for answer in said:
+        text = answer.decode("ascii", "replace") if isinstance(answer, bytes) else ""
+        text = re.sub(r"^\(EARLIER\)\s*", "", text.strip(), flags=re.I)
+        ranges.extend(set_ranges(text))
+    ranges.sort()
+    lows = [lo for lo, _ in ranges]
+    highs = list(itertools.accumulate((hi for _, hi in ranges), max))
+    return frozenset(uid for uid in candidates
+                     if (i := bisect.bisect_right(lows, uid)) and highs[i - 1] >= uid)
 
 
 def parse_fetch(raw: list) -> tuple:

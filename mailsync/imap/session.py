@@ -14,16 +14,14 @@ LibraryCalls, so a fault of theirs on a malformed answer is told from a bug of o
 
 from __future__ import annotations
 
-import bisect
 import imaplib
-import itertools
 import re
 import select
 import ssl
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, Callable, Collection, Iterable, Iterator
+from typing import Any, Callable, Collection, Iterable, Iterator, NoReturn
 
 from imapclient import IMAPClient
 from imapclient import exceptions as imapclient_errors
@@ -41,7 +39,7 @@ from mailsync.imap.parse import (MAX_FOLDERS, MAX_NUMBER, MAX_NUMBER64, copyuid,
                                  letters_to_flags, lf_to_crlf, namespace_prefix,
                                  pairs, parse_answer, parse_fetch, quote, raw_name, response_text,
                                  set_ranges, status_entry, to_datetime, uid_sets,
-                                 uids_in, upper_keys)
+                                 uids_in, upper_keys, vanished_uids)
 from mailsync.imap.stream import FetchReader, StreamClosed, StreamError, crlf_to_lf
 from mailsync.names import decode_mutf7
 
@@ -358,23 +356,11 @@ class ImapSession:
                                       f"(CHANGEDSINCE {int(since_modseq)} VANISHED)")
             said = self._imap.untagged_responses.pop("VANISHED", [])
         changed = {uid: self._meta(uid, data, False) for uid, data in answers.items()}
-        return Changes(changed, self._vanished(said, candidates))
-
-    def _vanished(self, said: list, candidates: Collection[int]) -> frozenset[int]:
-        """The candidates inside the sets of "(EARLIER) set" answers."""
-        ranges: list[tuple[int, float]] = []
-        for answer in said:
-            text = answer.decode("ascii", "replace") if isinstance(answer, bytes) else ""
-            text = re.sub(r"^\(EARLIER\)\s*", "", text.strip(), flags=re.I)
-            try:
-                ranges.extend(set_ranges(text))
-            except ValueError:
-                self._garbage("VANISHED", answer)
-        ranges.sort()
-        lows = [lo for lo, _ in ranges]
-        highs = list(itertools.accumulate((hi for _, hi in ranges), max))
-        return frozenset(uid for uid in candidates
-                         if (i := bisect.bisect_right(lows, uid)) and highs[i - 1] >= uid)
+        try:
+            vanished = vanished_uids(said, candidates)
+        except ValueError:
+            self._garbage("VANISHED", said)
+        return Changes(changed, vanished)
 
     def _meta(self, uid: int, data: dict[bytes, Any], with_message_id: bool) -> RemoteMeta:
         flags, size = data.get(b"FLAGS"), data.get(b"RFC822.SIZE")
@@ -404,7 +390,7 @@ class ImapSession:
                           if b"INTERNALDATE" in data else None,
                           message_id=message_id, modseq=modseq, gm_msgid=gm_msgid)
 
-    def _garbage(self, what: str, value: Any) -> None:
+    def _garbage(self, what: str, value: Any) -> NoReturn:
         raise ProtocolError(f"{self.label}: the server sent a malformed {what}: "
                             f"{value!r:.100}", "the server is misbehaving; report it")
 
