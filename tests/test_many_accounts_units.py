@@ -174,19 +174,25 @@ def test_shard_on_the_command_line_selects_the_share_and_a_bad_one_exits_64(tmp_
 def test_the_budget_never_lets_one_host_exceed_its_limit_and_grants_what_is_free():
     budget, peak, lock = HostBudget(), [0], threading.Lock()
 
+    grants: list[tuple[int, int]] = []
+
     def account(want: int) -> None:
         got = budget.take("IMAP.example.org", want, 5)
-        assert 1 <= got <= want
-        with lock:
-            peak[0] = max(peak[0], budget.in_use("imap.example.org"))
-        time.sleep(0.01)
-        budget.give("imap.example.org.", got)
+        try:
+            with lock:
+                grants.append((want, got))
+                peak[0] = max(peak[0], budget.in_use("imap.example.org"))
+            time.sleep(0.01)
+        finally:
+            budget.give("imap.example.org.", got)
 
-    threads = [threading.Thread(target=account, args=(1 + i % 3,)) for i in range(40)]
+    threads = [threading.Thread(target=account, args=(1 + i % 3,), daemon=True)
+               for i in range(40)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(10)
+    assert len(grants) == 40 and all(1 <= got <= want for want, got in grants)
     assert peak[0] <= 5 and budget.in_use("imap.example.org") == 0
     assert budget.take("other.example.org", 3, 5) == 3    # hosts are counted apart
     assert budget.take("other.example.org", 3, 5) == 2    # what is left, not more
