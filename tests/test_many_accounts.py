@@ -19,7 +19,7 @@ from tests.proxy import CutProxy
 
 
 def many_accounts(dovecot, base: Path, names: list[str], main_extra: str = "",
-                  files: dict[str, str] | None = None) -> Path:
+                  files: dict[str, str] | None = None, secret: str | None = None) -> Path:
     """A config of one [defaults] template and an empty accounts.d/ file per account:
     each account is the Dovecot user of its name."""
     base.mkdir(parents=True, exist_ok=True)
@@ -30,7 +30,7 @@ protocol = "imap"
 host = "{dovecot.host}"
 port = {dovecot.imaps_port}
 ca_file = "{dovecot.ca_file}"
-password = "{dovecot.password}"
+{secret or f'password = "{dovecot.password}"'}
 user = "{{account}}"
 maildir = "{base}/mail/{{account}}"
 state_dir = "{base}/state/{{account}}"
@@ -172,20 +172,28 @@ def test_overlapping_shards_never_sync_one_account_twice_at_once(dovecot, tmp_pa
         dovecot.seed(user, make_corpus(3, seed=5))
     marks = tmp_path / "inside"
     marks.mkdir()
-    # Each account's run holds its lock for 3 s after saying it is inside.
-    hook = f'pre_sync_command = "touch {marks}/$MAILSYNC_ACCOUNT; sleep 3"\n'
-    config = many_accounts(dovecot, tmp_path / "run", names,
-                           files={n: hook for n in names})
+    release = tmp_path / "release"
+    # Each account's run says it is inside, holding its lock (the password command runs
+    # under it); in the first run (HOLD set) it then waits for the test (at most 60 s).
+    wait = (f"if [ x$HOLD = x1 ]; then for i in $(seq 1200); do [ -e {release} ] "
+            f"&& break; sleep 0.05; done; fi")
+    secret = (f'password_command = "touch {marks}/{{account}}; {wait}; '
+              f'echo {dovecot.password}"')
+    config = many_accounts(dovecot, tmp_path / "run", names, secret=secret)
     first = subprocess.Popen(cli_command("-c", str(config), "--json", "--jobs", "6",
-                                         "--shard", "0/2", "run"), env=cli_env(),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                         "--shard", "0/2", "run"),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             env=cli_env({"HOLD": "1"}))
     deadline = time.monotonic() + 30
     while len(list(marks.iterdir())) < len(first_share) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert sorted(p.name for p in marks.iterdir()) == sorted(first_share)
     # The whole set now (as when N changes from 2 to 1): it overlaps the first share.
-    second = run_cli("-c", str(config), "--json", "--jobs", "6", "--shard", "0/1", "run",
-                     timeout=120)
+    try:
+        second = run_cli("-c", str(config), "--json", "--jobs", "6", "--shard", "0/1", "run",
+                         timeout=120)
+    finally:
+        release.touch()   # the first run goes on only now
     out, err = first.communicate(timeout=120)
     assert first.returncode == 0, err.decode()
     assert second.code == 1, second.err
