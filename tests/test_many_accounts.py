@@ -5,6 +5,7 @@ overlapping shards kept apart by each account's lock."""
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -227,3 +228,35 @@ def test_accounts_in_parallel_share_one_progress_view_that_ends_with_every_accou
         bar, = [b for b in bars if b.startswith(name + " ")]
         assert " 100% " in bar and f" {count}/{count} msgs " in bar and bar.endswith(" done")
     assert "└" not in text
+
+
+def test_sigterm_stops_a_parallel_run_without_starting_the_accounts_still_waiting(
+        dovecot, tmp_path):
+    names = sorted(dovecot.new_user("t") for _ in range(6))
+    for user in names:
+        dovecot.seed(user, make_corpus(3, seed=8))
+    marks = tmp_path / "inside"
+    marks.mkdir()
+    secret = (f'password_command = "touch {marks}/{{account}}; sleep 1; '
+              f'echo {dovecot.password}"')
+    config = many_accounts(dovecot, tmp_path / "run", names, secret=secret)
+    proc = subprocess.Popen(cli_command("-c", str(config), "--json", "--jobs", "2", "run"),
+                            env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while len(list(marks.iterdir())) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 75, err.decode()
+    begun = sorted(p.name for p in marks.iterdir())
+    assert len(begun) == 2, begun                     # the two at work when it came
+    results = {a["name"]: a for a in json.loads(out)["accounts"]}
+    assert sorted(results) == begun                   # the others never started
+    for name in names:
+        if name not in begun:
+            assert runs_of(tmp_path / "run", name) == []
+    # What was stored is recorded: the next run completes every account.
+    done = run_cli("-c", str(config), "--json", "run")
+    assert done.code == 0, done.err
+    for name in names:
+        assert len(Local(tmp_path / "run" / "mail" / name).bodies()) == 3
