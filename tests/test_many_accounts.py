@@ -9,6 +9,7 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -260,3 +261,36 @@ def test_sigterm_stops_a_parallel_run_without_starting_the_accounts_still_waitin
     assert done.code == 0, done.err
     for name in names:
         assert len(Local(tmp_path / "run" / "mail" / name).bodies()) == 3
+
+
+def test_connections_to_one_host_stay_within_its_budget_counting_each_accounts_own(
+        dovecot, tmp_path):
+    """6 accounts of 2 connections each, all at once: with max_connections_per_host = 3
+    the server never sees more than 3 connections (counted at a proxy in front of it)."""
+    names = sorted(dovecot.new_user("c") for _ in range(6))
+    for i, user in enumerate(names):
+        for folder in ("INBOX", "Work", "Lists"):   # work for a second connection
+            dovecot.seed(user, make_corpus(15, seed=30 + i, big_every=5,
+                                           max_attachment=60_000), folder=folder)
+    with CutProxy(dovecot.host, dovecot.imaps_port) as proxy:
+        config = many_accounts(dovecot, tmp_path, names, main_extra="jobs = 6\n")
+        text = config.read_text().replace(f"port = {dovecot.imaps_port}",
+                                          f"port = {proxy.port}")
+        config.write_text(text + "connections = 2\nmax_connections_per_host = 3\n")
+        peak, stop = [0], threading.Event()
+
+        def watch() -> None:
+            while not stop.is_set():
+                peak[0] = max(peak[0], sum(not c.closed for c in list(proxy._conns)))
+                time.sleep(0.002)
+
+        sampler = threading.Thread(target=watch, daemon=True)
+        sampler.start()
+        try:
+            done = run_cli("-c", str(config), "--json", "run", timeout=120)
+        finally:
+            stop.set()
+            sampler.join(5)
+    assert done.code == 0, done.err
+    assert all(a["downloaded"] == 45 for a in done.json["accounts"])
+    assert 2 <= peak[0] <= 3, peak[0]
