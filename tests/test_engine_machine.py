@@ -166,10 +166,17 @@ class EngineModel(RuleBasedStateMachine):
         self.run_sync()
         self.synced, self.interrupted = True, False
         again, plan = self.run_sync(dry_run=True)
-        assert plan == [], f"a second sync still plans work: {plan}"
+        waiting = {f"{FOLDER}: expunge UID {uid} on the server (deleted locally)"
+                   for uid in self.left_marked()}
+        assert set(plan) <= waiting, f"a second sync still plans work: {plan}"
         if expected is not None:
             self.check(expected)
-        self.base = {cid: flags for cid, flags in self.remote().values()}
+        # what both sides agreed on: the server's flags, but for a message left marked
+        # deleted (no UIDPLUS) the flags it had before mailsync marked it
+        recorded = {p.uid: frozenset(p.flags) for p in self.state.pairs(FOLDER)}
+        marked = self.left_marked()
+        self.base = {cid: recorded[uid] if uid in marked else flags
+                     for uid, (cid, flags) in self.remote().items()}
 
     @rule(data=st.data())
     def sync_that_dies(self, data):
@@ -217,8 +224,21 @@ class EngineModel(RuleBasedStateMachine):
                 want[cid] = flags if kept else None
         return want
 
+    def left_marked(self) -> dict[int, int]:
+        """uid -> cid of the messages deleted locally that the server keeps marked
+        \\Deleted: without UIDPLUS, while other messages are marked too, mailsync
+        expunges none (a plain EXPUNGE would take the others), says so, and a later run
+        expunges them. The one way a sync may end with a deletion not done yet."""
+        if self.server.uidplus:
+            return {}
+        remote, local = self.remote(), {c for c, _, _ in self.local().values()}
+        marked = {uid for uid, (_, flags) in remote.items() if "T" in flags}
+        return {uid: remote[uid][0] for uid in marked
+                if remote[uid][0] not in local and len(marked) > 1}
+
     def check(self, want):
-        remote = {cid: flags for cid, flags in self.remote().values()}
+        remote = {cid: flags for cid, flags in self.remote().values()
+                  if cid not in self.left_marked().values()}
         local = {cid: (flags, stub) for cid, flags, stub in self.local().values()}
         for cid, flags in want.items():
             if flags is None:
@@ -251,8 +271,10 @@ class EngineModel(RuleBasedStateMachine):
     def sides_agree_after_sync(self):
         if not self.synced or self.mode != "sync":
             return
-        # the one legitimate difference: a stub kept locally after the server expunged it
-        remote = {cid: flags for cid, flags in self.remote().values()}
+        # the legitimate differences: a stub kept locally after the server expunged it,
+        # and a message deleted locally left marked on a server without UIDPLUS
+        remote = {cid: flags for cid, flags in self.remote().values()
+                  if cid not in self.left_marked().values()}
         local = {cid: flags for cid, flags, stub in self.local().values()
                  if not (stub and cid not in remote)}
         assert remote == local
