@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING
 
 from mailsync import names
 from mailsync.errors import LocalIOError
+from mailsync.modes import CHANGE_SERVER, FILL_MAILDIR
 
 if TYPE_CHECKING:
-    from mailsync.imap import FolderStatus
+    from mailsync.contracts import FolderStatus
 
-LOCAL_MODES = ("sync", "pull", "backup")   # modes that may create local folders
-REMOTE_MODES = ("sync", "push")            # modes that may create server folders
+LOCAL_MODES = FILL_MAILDIR     # modes that may create local folders
+REMOTE_MODES = CHANGE_SERVER   # modes that may create server folders
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,8 @@ job: see mailsync.imapsync.recovery).
 from dataclasses import dataclass, field
 from typing import ClassVar, Iterable, Mapping
 
+from mailsync.modes import CHANGE_SERVER, DELETE_LOCAL, MODES
+
 __all__ = [
     "FLAG_LETTERS", "MODES", "MASS_DELETE_HINT", "TRANSFER", "FLAGS", "DELETE",
     "RemoteMsg", "LocalMsg", "Pair", "Policy",
@@ -101,7 +103,6 @@ __all__ = [
 ]
 
 FLAG_LETTERS = frozenset("DFPRST")
-MODES = ("sync", "pull", "push", "backup")
 MASS_DELETE_HINT = "rerun with --allow-mass-delete if this is intended"
 
 TRANSFER, FLAGS, DELETE = 1, 2, 3
@@ -226,6 +227,15 @@ class Action:
         raise NotImplementedError
 
 
+class RecordsItsPair(Action):
+    """An action that carries the exact pair to record once it ran."""
+
+    pair: Pair
+
+    def pair_after(self, *, uid: int | None = None, key: str | None = None) -> Pair:
+        return self.pair
+
+
 @dataclass(frozen=True)
 class Download(Action):
     """Copy server message ``uid`` into the Maildir with ``flags`` (headers only if asked)."""
@@ -264,7 +274,7 @@ class Upload(Action):
 
 
 @dataclass(frozen=True)
-class UpgradePlaceholder(Action):
+class UpgradePlaceholder(RecordsItsPair):
     """Replace local stub ``key`` in place by the full server message ``uid``, with ``flags``
     as its local flags (so no SetLocalFlags is planned with it). ``pair`` is recorded after.
     """
@@ -278,12 +288,9 @@ class UpgradePlaceholder(Action):
     def __post_init__(self) -> None:
         _normalise_flags(self)
 
-    def pair_after(self, *, uid: int | None = None, key: str | None = None) -> Pair:
-        return self.pair
-
 
 @dataclass(frozen=True)
-class SetRemoteFlags(Action):
+class SetRemoteFlags(RecordsItsPair):
     """STORE +FLAGS ``add`` / -FLAGS ``remove`` on ``uid`` (other server keywords are kept).
     ``pair`` is recorded after."""
 
@@ -301,12 +308,9 @@ class SetRemoteFlags(Action):
     def key(self) -> str | None:
         return self.pair.key
 
-    def pair_after(self, *, uid: int | None = None, key: str | None = None) -> Pair:
-        return self.pair
-
 
 @dataclass(frozen=True)
-class SetLocalFlags(Action):
+class SetLocalFlags(RecordsItsPair):
     """Rename local message ``key`` so its flags are exactly ``flags``. ``pair`` is recorded."""
 
     key: str
@@ -320,9 +324,6 @@ class SetLocalFlags(Action):
     @property
     def uid(self) -> int | None:
         return self.pair.uid
-
-    def pair_after(self, *, uid: int | None = None, key: str | None = None) -> Pair | None:
-        return self.pair
 
 
 @dataclass(frozen=True)
@@ -353,7 +354,7 @@ class DeleteLocal(Action):
 
 
 @dataclass(frozen=True)
-class Record(Action):
+class Record(RecordsItsPair):
     """No IO: store ``pair`` (new last-synced flags, or a tombstone)."""
 
     pair: Pair
@@ -366,9 +367,6 @@ class Record(Action):
     @property
     def key(self) -> str | None:
         return self.pair.key
-
-    def pair_after(self, *, uid: int | None = None, key: str | None = None) -> Pair:
-        return self.pair
 
 
 @dataclass(frozen=True)
@@ -477,7 +475,7 @@ def _plan_outside(p: Pair, r: RemoteMsg, lm: LocalMsg | None, policy: Policy) ->
     if lm is None:
         return [Forget(p.uid, p.key)]       # never an expunge because of the window
     pushed = [a for a in _plan_flags(p, r, lm, policy) if isinstance(a, SetRemoteFlags)] \
-        if policy.mode in ("sync", "push") else []
+        if policy.mode in CHANGE_SERVER else []
     return pushed + [DeleteLocal(lm.key, p.uid, window=True)]
 
 
@@ -497,7 +495,7 @@ def _plan_pair(p: Pair, r: RemoteMsg | None, lm: LocalMsg | None, policy: Policy
         if mode == "sync" and _kept_by_change(p.flags, r.flags):
             # modification beats deletion: flags changed on the server -> fetch it again
             return [Download(r.uid, r.flags, _headers_only(r, policy))]
-        if mode in ("sync", "push"):
+        if mode in CHANGE_SERVER:
             return [ExpungeRemote(p.uid, p.key)]
         return [Record(Pair(p.uid, None, r.flags))]          # pull/backup: stays local
     placeholder = p.placeholder or lm.placeholder           # expunged on the server, still local
@@ -507,7 +505,7 @@ def _plan_pair(p: Pair, r: RemoteMsg | None, lm: LocalMsg | None, policy: Policy
         if not placeholder:
             return [Upload(lm.key, lm.flags)]
         return [Record(Pair(None, lm.key, lm.flags, True))]
-    if mode in ("sync", "pull"):
+    if mode in DELETE_LOCAL:
         return [DeleteLocal(lm.key, p.uid)]
     return [Record(Pair(None, lm.key, lm.flags, placeholder))]  # backup/push: stays local
 
@@ -565,7 +563,7 @@ def _plan_new_remote(r: RemoteMsg, policy: Policy) -> list[Action]:
 
 
 def _plan_new_local(lm: LocalMsg, policy: Policy) -> list[Action]:
-    if policy.mode in ("pull", "backup") or lm.placeholder:   # a stub is never uploaded
+    if policy.mode not in CHANGE_SERVER or lm.placeholder:   # a stub is never uploaded
         return []
     return [Upload(lm.key, lm.flags)]
 

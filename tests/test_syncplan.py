@@ -364,4 +364,7 @@ def test_syncplan_imports_no_io_library():
     forbidden = {"os", "sqlite3", "imapclient", "click", "rich", "poplib", "imaplib",
                  "socket", "pathlib", "shutil", "io"}
     assert not imported & forbidden, imported & forbidden
-    assert imported <= {"dataclasses", "typing", "enum", "__future__"}, imported
+    assert imported <= {"dataclasses", "typing", "enum", "__future__", "mailsync"}, imported
+    ours = {node.module for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mailsync")}
+    assert ours <= {"mailsync.modes"}, ours       # the mode names: constants, nothing more

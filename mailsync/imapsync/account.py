@@ -19,9 +19,10 @@ from mailsync.imapsync.folder import FolderSync, SyncOptions
 from mailsync.imapsync.gmail import GmailCopies
 from mailsync.imapsync.localmoves import LocalMoves
 from mailsync.maildir import Entry, Maildir, wait_until_settled
-from mailsync.results import AccountResult, FolderResult
+from mailsync.modes import CHANGE_SERVER
 from mailsync.pool import Pool
 from mailsync.reporting import Reporter
+from mailsync.results import AccountResult, FolderResult
 from mailsync.state import State
 
 __all__ = ["SyncOptions", "sync_account", "SharedReporter"]
@@ -103,7 +104,7 @@ def sync_account(account: Account, state: State, reporter: Reporter,
             local_moves = LocalMoves(session, local_folder, account.name, state, shared,
                                      pairings)
             local_moves.settle_interrupted_moves()   # in every mode: see there
-            if options.mode in ("sync", "push"):
+            if options.mode in CHANGE_SERVER:
                 local_moves.run()
                 scans.update(local_moves.scans)
         pool = Pool(size, open_helper, close_helper, helper_failed)
