@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailsync.budget import HostBudget
-from mailsync.config import load_config
+from mailsync.config import TOP_KEYS, load_config
 from mailsync.errors import ConfigError, UsageError
 from mailsync.shard import in_shard, parse_shard, shard_of
 
@@ -315,3 +315,16 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("key", sorted(TOP_KEYS))
+def test_top_level_keys_are_documented_in_the_man_page_and_readme(key):
+    from pathlib import Path
+
+    from tests.test_docs import roff_text, split_sections
+    root = Path(__file__).resolve().parent.parent
+    man = split_sections(roff_text((root / "man" / "mailsync.1").read_text()), "SH")
+    many = split_sections(man["CONFIGURATION"], "SS")["Many accounts"]
+    assert f"{key} = " in many
+    readme = (root / "README.md").read_text()
+    assert f"| `{key}` |" in readme
