@@ -3,6 +3,8 @@
     python bench/watch.py                       # 100 deliveries, 20 flag changes, 60 s quiet
     python bench/watch.py --deliveries 1000 --flags 0 --gap 0.05 --quiet-seconds 600
     python bench/watch.py --no-notify           # the IDLE path (NOTIFY trimmed off Dovecot)
+    python bench/watch.py --deliveries 1000 --keep-server 100 --gap 2 --flags 0
+                                                # an hour-long day: INBOX kept at 100
 
 Measured (nothing is timed inside a test; this is the bench issue 14's targets name):
 
@@ -18,7 +20,11 @@ Measured (nothing is timed inside a test; this is the bench issue 14's targets n
 * flat memory: VmRSS after every tenth of the deliveries; the growth from the end of
   the warm-up (--warmup deliveries, 100) to the end of the quiet time, which "flat"
   bounds by --flat-mb (2 MB: what the sqlite page cache and Python's regular-expression
-  cache may still fill, both capped, whatever the number of deliveries);
+  cache may still fill, both capped, whatever the number of deliveries). A pass holds
+  every message of the folder it looks at (about 3.5 KB each), so memory follows the
+  size of the largest folder: --keep-server N expunges the oldest messages on the
+  server after each delivery (a user who files or deletes mail as it comes), keeping
+  INBOX at N, which tells growth with the folder from growth with time;
 * the result is verified: the Maildir holds every delivered message once, the server
   every one, the flags set; watch exits 0 on SIGTERM.
 """
@@ -96,6 +102,19 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[k]
 
 
+def expunged(pusher: IMAPClient, keep: int | None) -> int:
+    """With --keep-server: expunge the oldest messages beyond keep; how many."""
+    if not keep:
+        return 0
+    pusher.select_folder("INBOX")
+    uids = sorted(pusher.search(["ALL"]))
+    old = uids[:max(0, len(uids) - keep)]
+    if old:
+        pusher.delete_messages(old)
+        pusher.expunge()
+    return len(old)
+
+
 def client(server: Dovecot, user: str) -> IMAPClient:
     ctx = ssl.create_default_context(cafile=str(server.ca_file))
     c = IMAPClient(server.host, port=server.imaps_port, ssl=True, ssl_context=ctx, timeout=30)
@@ -136,17 +155,18 @@ def run(args) -> dict:
         for sub in ("new", "cur"):
             arrivals.add(maildir / sub, IN_CREATE | IN_MOVED_TO)
         for n in range(args.deliveries):
-            before = len(files(maildir))
+            before = {e.name.split(":2,")[0] for e in files(maildir)}
             arrivals.read_events()
             pusher.append("INBOX", message(n))
             t0 = time.perf_counter()
             deadline = t0 + 60
-            while len(files(maildir)) <= before:
+            while not {e.name.split(":2,")[0] for e in files(maildir)} - before:
                 if time.perf_counter() > deadline:
                     raise SystemExit(f"bench: delivery {n} did not arrive within 60 s")
                 select.select([arrivals.fd], [], [], 0.5)
                 arrivals.read_events()
             latencies.append(time.perf_counter() - t0)
+            expunged(pusher, args.keep_server)
             if (n + 1) % max(1, args.deliveries // 10) == 0 or n + 1 in (
                     args.warmup, args.deliveries):
                 time.sleep(max(args.gap, 0.3))     # the pass it set off is over
@@ -185,13 +205,15 @@ def run(args) -> dict:
         for c in (pusher, checker):
             c.logout()
         arrivals.close()
-        verified = (code == 0 and local == args.deliveries == on_server
-                    and flagged == min(args.flags, args.deliveries))
+        held = min(args.deliveries, args.keep_server or args.deliveries)
+        verified = (code == 0 and local == held == on_server
+                    and flagged == min(args.flags, held))
         warm = rss_marks.get(min(args.warmup, args.deliveries))
         growth_kb = rss_after - warm if warm is not None else None
         return {
             "path": "IDLE" if args.no_notify else "NOTIFY",
             "deliveries": args.deliveries,
+            "kept_on_server": args.keep_server,
             "delivery_latency_s": {"median": statistics.median(latencies),
                                    "p95": percentile(latencies, 95),
                                    "max": max(latencies)},
@@ -231,6 +253,9 @@ def main() -> int:
     ap.add_argument("--quiet-seconds", type=float, default=60.0)
     ap.add_argument("--warmup", type=int, default=100,
                     help="deliveries before memory is taken as the baseline")
+    ap.add_argument("--keep-server", type=int, default=None, metavar="N",
+                    help="expunge the oldest server messages after each delivery, "
+                         "keeping INBOX at N")
     ap.add_argument("--flat-mb", type=float, default=2.0,
                     help="growth after the warm-up that still counts as flat memory")
     ap.add_argument("--no-notify", action="store_true", help="a Dovecot without NOTIFY")
