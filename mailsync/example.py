@@ -42,7 +42,7 @@ keep = false                     # leave messages on the server after download
 # mode = "sync"                  # sync | pull | push | backup
 # folders = ["*"]
 # exclude = ["Junk"]
-# layout = "maildir++"           # maildir++ | fs
+# layout = "maildir++"           # maildir++ (modified UTF-7 names, as Dovecot) | maildir++-utf8 | fs
 # max_delete = 0.5               # refuse a folder whose run would delete more than this share
 '''
 
