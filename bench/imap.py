@@ -1055,7 +1055,7 @@ def profile_mailsync(dc: Dovecot, scratch: Path, n: int, folders: list[str], tim
             # cProfile runs a script: a driver runs main(), in the installed copy's
             # Python.
             driver = work / "profile_driver.py"
-            driver.write_text("from mailsync.cli import main\nmain()\n")
+            driver.write_text("from mailsync.cli.app import main\nmain()\n")
             python = str(Path(cmd[0]).parent / "python")
             full = [python, "-m", "cProfile", "-o", str(prof), str(driver), *cmd[1:]]
             m = timed(setup, cmd, env, timeout, f"profiled mailsync {scenario}", full)

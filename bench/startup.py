@@ -11,7 +11,7 @@ machine) in milliseconds:
   click, the exit);
 * ``status``: ``mailsync -c CONFIG status`` for one IMAP account that has never run
   (the config read, the state looked up, a table printed; no server);
-* ``imap import``: ``python -c "from mailsync import imap"``, the IMAP driver and
+* ``imap import``: ``python -c "from mailsync.drivers import imap"``, the IMAP driver and
   imapclient as a sync loads them, imapclient's version read from its dist-info
   folder's name (mailsync/imap/imapclient_version.py);
 * ``imap import, metadata``: the same after ``import imapclient`` first, so that
@@ -42,8 +42,8 @@ def probes(config: Path) -> dict[str, list[str]]:
     return {
         "version": [COMMAND, "--version"],
         "status": [COMMAND, "-c", str(config), "status"],
-        "imap import": [PYTHON, "-c", "from mailsync import imap"],
-        "imap import, metadata": [PYTHON, "-c", "import imapclient\nfrom mailsync import imap"],
+        "imap import": [PYTHON, "-c", "from mailsync.drivers import imap"],
+        "imap import, metadata": [PYTHON, "-c", "import imapclient\nfrom mailsync.drivers import imap"],
     }
 
 

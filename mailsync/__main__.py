@@ -1,3 +1,3 @@
-from mailsync.cli import entry
+from mailsync.cli.app import entry
 
 entry()

@@ -2,8 +2,8 @@
 
 The folder-sync engine (mailsync.imapsync.folder and its helpers) sees the mail server
 only as a `RemoteStore` and a local folder only as a `LocalFolder`; it imports neither
-the IMAP driver (mailsync.imap, over imapclient) nor the Maildir driver
-(mailsync.maildir), and a test holds it to that. The values that cross the seam are
+the IMAP driver (mailsync.drivers.imap, over imapclient) nor the Maildir driver
+(mailsync.drivers.maildir), and a test holds it to that. The values that cross the seam are
 defined here too, so a driver and the engine agree on them without importing each other.
 
 Failure scope. Every operation documents what it returns and how it fails. The scopes

@@ -20,7 +20,7 @@ from typing import Iterable
 
 from mailsync.errors import LocalIOError, LockedError, local_io_error
 from mailsync.privatefiles import make_private_dirs
-from mailsync.syncplan import Pair
+from mailsync.imapsync.plan import Pair
 
 SCHEMA_VERSION = 3
 

@@ -317,7 +317,7 @@ class AccountWatch:
 
     def _sync(self, state: State, why: list[str]) -> int:
         """One pass of the account's own job; recorded and logged. Its exit code."""
-        from mailsync.engine import RunOptions, _failed, _job
+        from mailsync.accounts import RunOptions, _failed, _job
         from mailsync.logfile import result_counts
         started_wall, started = time.time(), time.monotonic()
         command = "fetch" if self.account.protocol == "pop3" else "sync"
@@ -355,7 +355,7 @@ class AccountWatch:
         """Hold one connection waiting for the server's changes: NOTIFY when folder is
         None (the first listener; it turns into the IDLE listener of the first watch
         folder, and starts the others', when the server has no NOTIFY)."""
-        from mailsync import imap
+        from mailsync.drivers import imap
         backoff = Backoff()
         label = folder or "*"
         connected_before = False
@@ -538,7 +538,7 @@ class LocalWatcher:
 
     def _disagrees(self, state: State, events: list) -> bool:
         from mailsync import inotify
-        from mailsync.maildir import split_name
+        from mailsync.drivers.maildir import split_name
         folders = {os.path.normpath(os.path.join(self.root, r.relpath)): r.name
                    for r in state.folder_records()}
         for e in events:

@@ -175,7 +175,7 @@ class ImapSetup:
 
     def sync_in_process(self, monkeypatch, *args: str) -> int:
         """One `mailsync sync` in this process, where a test can watch or patch it."""
-        from mailsync.cli import main
+        from mailsync.cli.app import main
         monkeypatch.setenv("MAILSYNC_CONFIG", str(self.acct.config))
         with pytest.raises(SystemExit) as done:
             main(["-c", str(self.acct.config), "-q", "sync", *args])

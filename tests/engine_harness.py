@@ -13,11 +13,11 @@ from mailsync.config import Account
 from mailsync.folders import FolderPairing, ServerSide
 from mailsync.imapsync.folder import FolderSync, SyncOptions
 from mailsync.imapsync.placeholders import placeholder_header, placeholder_note
-from mailsync.maildir import Maildir, file_name
+from mailsync.drivers.maildir import Maildir, file_name
 from mailsync.results import FolderResult
 from mailsync.reporting import SilentReporter
 from mailsync.state import FolderRecord, State
-from mailsync.syncplan import LocalMsg, Pair, RemoteMsg
+from mailsync.imapsync.plan import LocalMsg, Pair, RemoteMsg
 from tests.memory_remote import MemoryServer, crlf_size
 
 FOLDER = "INBOX"

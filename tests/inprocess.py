@@ -2,7 +2,7 @@
 the exit status, not the process (a separate process costs ~0.1 s of interpreter start
 and imports per call).
 
-run_in_process goes through mailsync.cli.main, so the error mapping and exit statuses
+run_in_process goes through mailsync.cli.app.main, so the error mapping and exit statuses
 are the command's own; click's CliRunner isolates the standard streams (never a
 terminal), stdin (empty) and the environment (no MAILSYNC_* variables, as run_cli).
 Tests where the process is the point (signals, the exit status the OS sees, the entry
@@ -17,7 +17,7 @@ import signal
 from click.testing import CliRunner
 
 from mailsync import stopping
-from mailsync.cli import main
+from mailsync.cli.app import main
 from tests.conftest import CliResult
 
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from mailsync.maildir import FINE_SETTLE
+from mailsync.drivers.maildir import FINE_SETTLE
 
 from tests.corpus import make_corpus, make_message
 from tests.peers import PEER_LAYOUTS, PeerLayout, PeerMaildir, fill, require, without_tuid

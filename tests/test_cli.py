@@ -119,7 +119,7 @@ def test_the_command_exits_normally_so_exit_handlers_run():
     # The process is the point: exit handlers (and coverage) run at a normal exit only.
     code = ("import atexit, sys\n"
             "atexit.register(lambda: print('exit handler ran', file=sys.stderr))\n"
-            "from mailsync.cli import entry\n"
+            "from mailsync.cli.app import entry\n"
             "sys.argv = ['mailsync', 'fetch', '--limit', 'many']\n"
             "entry()\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -129,10 +129,10 @@ def test_the_command_exits_normally_so_exit_handlers_run():
 
 
 def test_help_imports_no_protocol_library():
-    code = ("import sys; from mailsync import cli; "
+    code = ("import sys; from mailsync.cli import app as cli; "
             "sys.argv=['mailsync','--help']\n"
             "try:\n    cli.cli.main(standalone_mode=False)\nexcept SystemExit: pass\n"
-            "print(sorted(m for m in ('imapclient','poplib','sqlite3','rich','mailsync.syncplan')"
+            "print(sorted(m for m in ('imapclient','poplib','sqlite3','rich','mailsync.imapsync.plan')"
             " if m in sys.modules))")   # the sync decision costs ~15 ms to import
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=cli_env()).stdout
@@ -140,12 +140,12 @@ def test_help_imports_no_protocol_library():
 
 
 def test_control_characters_from_servers_never_reach_the_terminal():
-    from mailsync.ui import printable
+    from mailsync.cli.ui import printable
     assert printable("evil\x1b]0;pwned\x07name\x9b") == "evil\\x1b]0;pwned\\x07name\\x9b"
 
 
 def test_a_cron_run_does_not_import_rich(make_account):
-    code = ("import sys\nfrom mailsync.cli import main\n"
+    code = ("import sys\nfrom mailsync.cli.app import main\n"
             "sys.argv=['mailsync','-c',sys.argv[1],'-q','fetch']\n"
             "try:\n    main()\n"
             "except SystemExit: pass\nprint('rich' in sys.modules, file=sys.stderr)")
@@ -158,11 +158,11 @@ def test_a_cron_run_does_not_import_rich(make_account):
 def test_an_imap_sync_loads_neither_the_pop3_engine_nor_importlib_metadata(make_account):
     # Start-up time: importlib.metadata alone is ~20 ms of a no-op sync; the POP3
     # engine is not needed for IMAP. imapclient still reports its true version.
-    code = ("import sys\nfrom mailsync.cli import main\n"
+    code = ("import sys\nfrom mailsync.cli.app import main\n"
             "sys.argv=['mailsync','-c',sys.argv[1],'-q','sync']\n"
             "try:\n    main()\n"
             "except SystemExit: pass\n"
-            "loaded = sorted(m for m in ('importlib.metadata', 'poplib', 'mailsync.fetch')"
+            "loaded = sorted(m for m in ('importlib.metadata', 'poplib', 'mailsync.pop3fetch.account')"
             " if m in sys.modules)\n"
             "import imapclient, importlib.metadata\n"
             "print(loaded, imapclient.__version__ == importlib.metadata.version('imapclient'),"
@@ -175,7 +175,7 @@ def test_an_imap_sync_loads_neither_the_pop3_engine_nor_importlib_metadata(make_
 
 def test_v_counts_add_up_before_and_after_the_command(tmp_path):
     # click's own count option, on the group and on the command: no re-reading of argv
-    from mailsync.cli import Settings, cli
+    from mailsync.cli.app import Settings, cli
     settings = Settings()
     try:
         cli.main(["-v", "init", str(tmp_path / "config.toml"), "-v"], prog_name="mailsync",

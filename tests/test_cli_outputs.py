@@ -1,6 +1,6 @@
 """What a user sees from the commands: global options anywhere, warnings instead of silent
 no-ops, and outputs for people (tables, plans, refusals) and scripts (JSON). In-process
-through mailsync.cli.main (tests/inprocess.py) unless a terminal is the point."""
+through mailsync.cli.app.main (tests/inprocess.py) unless a terminal is the point."""
 
 from __future__ import annotations
 

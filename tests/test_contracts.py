@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from mailsync import imap
+from mailsync.drivers import imap
 from mailsync.contracts import CommandRefused, RemoteStore
 from mailsync.errors import ProtocolError
 from tests.corpus import make_message

@@ -24,7 +24,7 @@ import click
 import pytest
 import yaml
 
-from mailsync.cli import Settings, cli
+from mailsync.cli.app import Settings, cli
 from mailsync.shard import parse_shard
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,7 +17,7 @@ import click
 import pytest
 
 from mailsync import errors
-from mailsync.cli import EX_SOFTWARE, cli
+from mailsync.cli.app import EX_SOFTWARE, cli
 from mailsync.config import KEYS
 
 ROOT = Path(__file__).resolve().parent.parent

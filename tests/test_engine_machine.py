@@ -29,7 +29,7 @@ from mailsync import crashpoints
 from mailsync.config import Account
 from mailsync.folders import FolderPairing, ServerSide
 from mailsync.imapsync.folder import FolderSync, SyncOptions
-from mailsync.maildir import Maildir, file_name, split_name
+from mailsync.drivers.maildir import Maildir, file_name, split_name
 from mailsync.results import FolderResult
 from mailsync.reporting import SilentReporter
 from mailsync.state import State

@@ -16,7 +16,7 @@ from mailsync import contracts
 ENGINE = ("mailsync.imapsync.folder", "mailsync.imapsync.recovery",
           "mailsync.imapsync.localmoves", "mailsync.imapsync.placeholders",
           "mailsync.imapsync.describe", "mailsync.imapsync.gmail")
-DRIVERS = ("imapclient", "imaplib", "mailsync.imap", "mailsync.maildir", "sqlite3x")
+DRIVERS = ("imapclient", "imaplib", "mailsync.drivers.imap", "mailsync.drivers.maildir", "sqlite3x")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -63,8 +63,8 @@ def test_the_engine_asks_only_what_the_contracts_declare():
 
 
 def test_both_drivers_offer_every_operation_of_their_contract():
-    from mailsync.imap import ImapSession
-    from mailsync.maildir import Maildir
+    from mailsync.drivers.imap import ImapSession
+    from mailsync.drivers.maildir import Maildir
     from tests.memory_remote import MemorySession
     for driver in (ImapSession, MemorySession):
         missing = {op for op in _members(contracts.RemoteStore)

@@ -55,7 +55,7 @@ def test_keep_leaves_mail_on_the_server_and_a_rerun_downloads_nothing(make_accou
 
 def test_keep_days_deletes_only_what_was_downloaded_long_enough_ago(make_account):
     from mailsync.config import load_config
-    from mailsync.engine import RunOptions, run_account
+    from mailsync.accounts import RunOptions, run_account
     from mailsync.reporting import SilentReporter
 
     acct = make_account(keep=True, keep_days=14)
@@ -176,9 +176,9 @@ def test_a_concurrent_real_run_exits_75(make_account):
 
 def test_messages_without_uidl_are_not_duplicated(make_account, mocker):
     """A server without UIDL: messages are recognised by their content hash."""
-    from mailsync import pop3
+    from mailsync.drivers import pop3
     from mailsync.config import load_config
-    from mailsync.engine import RunOptions, run_account
+    from mailsync.accounts import RunOptions, run_account
     from mailsync.reporting import SilentReporter
 
     real_listing = pop3.Pop3Session.listing

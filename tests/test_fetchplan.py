@@ -3,7 +3,7 @@
 import ast
 from pathlib import Path
 
-from mailsync.fetchplan import DAY, FetchPolicy, ServerMessage, plan_fetch
+from mailsync.pop3fetch.plan import DAY, FetchPolicy, ServerMessage, plan_fetch
 
 NOW = 1_800_000_000.0
 
@@ -60,7 +60,7 @@ def test_uidls_the_server_no_longer_lists_are_forgotten():
 
 
 def test_planner_imports_no_io():
-    tree = ast.parse(Path(__file__).parent.parent.joinpath("mailsync/fetchplan.py").read_text())
+    tree = ast.parse(Path(__file__).parent.parent.joinpath("mailsync/pop3fetch/plan.py").read_text())
     names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
              for a in n.names}
     names |= {n.module.split(".")[0] for n in ast.walk(tree)

@@ -3,7 +3,7 @@
 Valid server answers are mutated (bytes flipped, inserted, cut, repeated, numbers made
 absurd, literals resized) and fed, chunked at random, to
   - pop3.Wire (status, lines, stream_body) and Pop3Session.listing / retrieve,
-  - mailsync.imap.stream.FetchReader,
+  - mailsync.drivers.imap.stream.FetchReader,
   - the IMAP session (imaplib + imapclient + mailsync's validation) for LIST, SELECT,
     STATUS, metadata FETCH and streamed body FETCH, over an in-memory connection,
   - names.decode_mutf7 and the folder name -> local path mapping,
@@ -27,14 +27,15 @@ from unittest import mock
 
 import imaplib
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 from imapclient import IMAPClient
 from imapclient.imapclient import SocketTimeout
 
-from mailsync import folders, imap, names, pop3
+from mailsync import folders, names
+from mailsync.drivers import imap, pop3
 from mailsync.config import Account
 from mailsync.errors import MailsyncError, ProtocolError, TemporaryError
-from mailsync.imap.stream import FetchReader, StreamError
+from mailsync.drivers.imap.stream import FetchReader, StreamError
 
 FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "300")), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -170,6 +171,7 @@ def test_pop3_retrieve_raises_only_protocol_or_temporary_errors(data, cuts, time
 @FUZZ
 @given(st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\r", b"")), max_size=4),
        st.lists(st.integers(0, 300), max_size=10), st.integers(6, 40))
+@example([b".\x00\x00\x00\x00\x00\n\x00\n"], [10], 6)   # a cut inside a line-start ".."
 def test_pop3_bodies_survive_any_chunking_and_the_long_line_cut(bodies, cuts, long):
     # Valid replies, cut anywhere, with LONG_LINE tiny so that lines are cut mid-way:
     # each body comes back exactly (LF line ends, dots unstuffed).

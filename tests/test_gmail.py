@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from mailsync import imap
+from mailsync.drivers import imap
 from tests.corpus import make_message
 from tests.memory_remote import MemoryServer, MemorySession
 from tests.test_sync_names import fake  # noqa: F401 (fixture)

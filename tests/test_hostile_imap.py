@@ -503,7 +503,7 @@ class _Counter:
 
 def test_a_huge_body_before_its_uid_is_never_held_in_memory():
     import tracemalloc
-    from mailsync.imap.stream import FetchReader, StreamError
+    from mailsync.drivers.imap.stream import FetchReader, StreamError
     size = 300 << 20
     wire = _Endless(b"* 1 FETCH (BODY[] {%d}\r\n" % size, size, b" UID 1)\r\nA1 OK done\r\n")
     reader = FetchReader(wire.readline, wire.read, b"A1")

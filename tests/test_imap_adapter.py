@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from mailsync import imap
+from mailsync.drivers import imap
 from mailsync.config import Account
 from mailsync.errors import (AuthError, CertificateError, MailsyncError, ProtocolError,
                              TemporaryError, UnreachableError)
-from mailsync.imap import (CommandRefused, MissingCapability, RemoteMeta, crlf_to_lf,
+from mailsync.drivers.imap import (CommandRefused, MissingCapability, RemoteMeta, crlf_to_lf,
                            flags_to_letters, letters_to_flags, lf_to_crlf, parse_message_id,
                            redact, uid_sets)
 from tests.corpus import make_corpus, make_message

@@ -14,10 +14,10 @@ import imapclient
 import pytest
 from imapclient.imap4 import IMAP4WithTimeout
 
-from mailsync import imap
+from mailsync.drivers import imap
 from mailsync.errors import ProtocolError
-from mailsync.imap.errors import LibraryCalls, MalformedAnswer, command_errors
-from mailsync.imap.library import PRIVATE
+from mailsync.drivers.imap.errors import LibraryCalls, MalformedAnswer, command_errors
+from mailsync.drivers.imap.library import PRIVATE
 
 DRIVER = Path(imap.__file__).parent
 
@@ -78,7 +78,7 @@ def test_the_driver_uses_no_private_name_of_imaplib_or_imapclient_beyond_the_lis
 
 
 def test_the_pin_in_pyproject_holds_the_installed_imapclient():
-    pyproject = (DRIVER.parent.parent / "pyproject.toml").read_text()
+    pyproject = (DRIVER.parents[2] / "pyproject.toml").read_text()
     pin = re.search(r'"imapclient>=([\d.]+),<([\d.]+)"', pyproject)
     assert pin, "imapclient is not pinned to a range in pyproject.toml"
     low, high = (tuple(int(x) for x in v.split(".")) for v in pin.groups())

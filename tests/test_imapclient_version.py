@@ -7,7 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from mailsync.imap.imapclient_version import version_from_names
+from mailsync.drivers.imap.imapclient_version import version_from_names
 from tests.conftest import cli_env
 
 
@@ -19,20 +19,20 @@ def fresh(code: str) -> str:
 
 
 def test_the_imap_driver_loads_imapclient_without_importlib_metadata():
-    out = fresh("import sys\nfrom mailsync import imap\n"
+    out = fresh("import sys\nfrom mailsync.drivers import imap\n"
                 "print('importlib.metadata' in sys.modules, imap.imapclient_version.__name__)")
-    assert out == "False mailsync.imap.imapclient_version"
+    assert out == "False mailsync.drivers.imap.imapclient_version"
 
 
 def test_imapclient_reports_the_version_importlib_metadata_knows():
-    out = fresh("from mailsync import imap\nimport imapclient, importlib.metadata\n"
+    out = fresh("from mailsync.drivers import imap\nimport imapclient, importlib.metadata\n"
                 "print(imapclient.__version__ == importlib.metadata.version('imapclient'),"
                 " imapclient.version_info[3])")
     assert out == "True final"
 
 
 def test_an_imapclient_imported_first_is_left_as_it_is():
-    out = fresh("import imapclient, sys\nfrom mailsync.imap import imapclient_version\n"
+    out = fresh("import imapclient, sys\nfrom mailsync.drivers.imap import imapclient_version\n"
                 "print(imapclient_version.install(),"
                 " 'importlib.metadata' in sys.modules)")
     assert out == "False True"

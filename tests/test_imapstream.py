@@ -7,7 +7,7 @@ import io
 import pytest
 from hypothesis import given, strategies as st
 
-from mailsync.imap.stream import FetchReader, LineEndings, StreamClosed, StreamError
+from mailsync.drivers.imap.stream import FetchReader, LineEndings, StreamClosed, StreamError
 
 
 class Collect:

@@ -8,7 +8,7 @@ import mailbox
 
 import pytest
 
-from mailsync import maildir as md
+from mailsync.drivers import maildir as md
 from mailsync.errors import LocalIOError
 
 

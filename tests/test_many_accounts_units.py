@@ -153,7 +153,7 @@ def test_a_shard_that_is_not_k_of_n_is_a_usage_error(text):
 def test_shard_on_the_command_line_selects_the_share_and_a_bad_one_exits_64(tmp_path):
     from click.testing import CliRunner
 
-    from mailsync.cli import cli, main
+    from mailsync.cli.app import cli, main
     path = config_dir(tmp_path, DEFAULTS, {f"accounts.d/a{i}.toml": "" for i in range(12)})
     shown = set()
     for k in range(3):
@@ -199,7 +199,7 @@ def test_the_budget_never_lets_one_host_exceed_its_limit_and_grants_what_is_free
 
 
 def test_parallel_accounts_run_within_the_budget_and_report_in_config_order(monkeypatch):
-    from mailsync import engine
+    from mailsync import accounts as engine
     from mailsync.config import Account
     from mailsync.results import AccountResult
     from mailsync.reporting import SilentReporter
@@ -229,7 +229,7 @@ def test_parallel_accounts_run_within_the_budget_and_report_in_config_order(monk
 
 
 def test_the_exit_status_of_many_accounts_follows_the_contract():
-    from mailsync.engine import overall_exit_code
+    from mailsync.accounts import overall_exit_code
     from mailsync.results import AccountResult
 
     def r(ok, code=0):
@@ -243,7 +243,7 @@ def test_the_exit_status_of_many_accounts_follows_the_contract():
 
 # What the user sees --------------------------------------------------------------------
 def test_the_progress_view_counts_accounts_and_draws_the_working_ones_first():
-    from mailsync.ui import MAX_BARS, Board
+    from mailsync.cli.ui import MAX_BARS, Board
     board = Board()
     try:
         board.accounts(30)
@@ -265,10 +265,10 @@ def test_the_progress_view_counts_accounts_and_draws_the_working_ones_first():
 
 
 def test_status_of_many_accounts_fits_one_screen(tmp_path, capsys, monkeypatch):
-    from mailsync import statussummary
-    from mailsync.readonly import show_status
+    from mailsync.cli import statussummary
+    from mailsync.cli.readonly import show_status
     from mailsync.state import State
-    from mailsync.ui import OutputOptions, Ui
+    from mailsync.cli.ui import OutputOptions, Ui
     monkeypatch.setattr(statussummary, "ATTENTION_ROWS", 5)
     path = config_dir(tmp_path, DEFAULTS.replace("/srv/", f"{tmp_path}/"),
                       {f"accounts.d/u{i:03d}.toml": "" for i in range(40)})
@@ -298,7 +298,7 @@ def test_hooks_of_accounts_run_in_parallel_never_overlap(tmp_path):
     """pre_sync_command of several accounts at once: one at a time (a shared notmuch
     index, say). The hook fails if another is inside; the accounts then fail on the
     closed port they point at (69), never on their hook (75)."""
-    from mailsync.cli import main
+    from mailsync.cli.app import main
     busy = tmp_path / "busy"
     hook = f"mkdir {busy} && sleep 0.1 && rmdir {busy}"
     path = config_dir(tmp_path, DEFAULTS.replace("/srv/", f"{tmp_path}/").replace(

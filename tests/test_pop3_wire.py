@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from mailsync.errors import ProtocolError, TemporaryError
-from mailsync.pop3 import Wire
+from mailsync.drivers.pop3 import Wire
 
 
 class FakeSock:

@@ -15,7 +15,7 @@ import threading
 
 import pytest
 
-from mailsync.ui import Board, account_line, byte_pair, folder_line, shorten
+from mailsync.cli.ui import Board, account_line, byte_pair, folder_line, shorten
 from tests.conftest import cli_command, cli_env
 from tests.corpus import make_corpus, make_message
 

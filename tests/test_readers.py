@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from mailsync import imap, names
+from mailsync import names
+from mailsync.drivers import imap
 from tests.corpus import make_message
 from tests.dovecot import Dovecot, require_dovecot, require_or_skip
 from tests.imaphelp import Remote

@@ -73,7 +73,7 @@ def test_without_quiet_or_report_after_every_failure_is_printed(tmp_path):
 
 def test_a_fake_clock_decides_and_a_success_ends_the_streak(make_account):
     from mailsync.config import load_config
-    from mailsync.engine import RunOptions, run_account
+    from mailsync.accounts import RunOptions, run_account
     from mailsync.reporting import SilentReporter
 
     acct = make_account(report_after="30m")
@@ -96,7 +96,7 @@ def test_a_fake_clock_decides_and_a_success_ends_the_streak(make_account):
 
 def test_a_locked_account_counts_from_when_the_lock_was_taken(make_account):
     from mailsync.config import load_config
-    from mailsync.engine import RunOptions, run_account
+    from mailsync.accounts import RunOptions, run_account
     from mailsync.reporting import SilentReporter
     from mailsync.state import AccountLock
 

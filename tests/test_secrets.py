@@ -87,7 +87,7 @@ import mailsync.imapsync.folder
 def boom(self):
     raise RuntimeError("a bug after the login")
 mailsync.imapsync.folder.FolderSync.run = boom
-from mailsync.cli import main
+from mailsync.cli.app import main
 main()
 """
 

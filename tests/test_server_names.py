@@ -15,7 +15,8 @@ import threading
 
 import pytest
 
-from mailsync import folders, imap, names
+from mailsync import folders, names
+from mailsync.drivers import imap
 from mailsync.folders import Namespace, ServerSide, pair_folders
 from tests.conftest import write_config
 from tests.corpus import make_message
@@ -94,7 +95,7 @@ class RenamingProxy:
 
 
 def _run(config, capsys, *args: str) -> tuple[int, dict, str]:
-    from mailsync.cli import main
+    from mailsync.cli.app import main
     capsys.readouterr()
     with pytest.raises(SystemExit) as done:
         main(["-c", str(config), "--json", "--no-progress", *args])

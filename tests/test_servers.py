@@ -17,7 +17,7 @@ deletions both ways, local moves, UIDVALIDITY) over:
   shared folders with no prefix at all).
 
 Each configuration's server is started once per module; each test takes a fresh user.
-Runs are in-process (`mailsync.cli.main`) to keep the matrix fast.
+Runs are in-process (`mailsync.cli.app.main`) to keep the matrix fast.
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ class Account:
     def run(self, *args: str) -> tuple[int, dict, str]:
         """mailsync --json ARGS in this process: (exit status, the account's summary,
         stderr)."""
-        from mailsync.cli import main
+        from mailsync.cli.app import main
         self.capsys.readouterr()
         with pytest.raises(SystemExit) as done:
             main(["-c", str(self.config), "--json", "--no-progress", *args])
@@ -485,7 +485,7 @@ def test_with_qresync_a_resync_learns_expunges_from_vanished(account):
 def test_folders_shows_local_folders_without_the_prefix(account):
     a = account()
     a.remote.create(a.conf.full("Archive"))
-    from mailsync.cli import main
+    from mailsync.cli.app import main
     a.capsys.readouterr()
     with pytest.raises(SystemExit) as done:
         main(["-c", str(a.config), "--json", "folders", "test"])

@@ -90,7 +90,7 @@ def test_a_flag_the_mail_client_sets_while_a_run_flags_the_file_is_kept(imap_acc
     """The phone flags a message; while a run copies that flag to the file, the mail
     client marks the file read (renames it). Both flags stay, and the next run carries
     the read flag to the server: the folder is not taken for unchanged."""
-    from mailsync.maildir import Maildir
+    from mailsync.drivers.maildir import Maildir
     s = seeded(imap_account)
     s.sync()
     body = make_corpus(8)[2]
@@ -254,8 +254,8 @@ def test_a_flag_change_is_fetched_alone_with_changedsince(imap_account):
 def test_settled_unchanged_folders_are_not_even_scanned(imap_account, mocker):
     import time as _time
     from mailsync.config import load_config
-    from mailsync.engine import RunOptions, run_account
-    from mailsync.maildir import Maildir
+    from mailsync.accounts import RunOptions, run_account
+    from mailsync.drivers.maildir import Maildir
     from mailsync.reporting import SilentReporter
 
     s = seeded(imap_account)

@@ -10,8 +10,8 @@ from collections import Counter
 
 import pytest
 
-from mailsync.maildir import FINE_SETTLE
-from mailsync.moves import Arrival, Gone, match_moves
+from mailsync.drivers.maildir import FINE_SETTLE
+from mailsync.imapsync.moves import Arrival, Gone, match_moves
 from tests.corpus import make_corpus, make_message
 from tests.imaphelp import flags_of
 
@@ -171,7 +171,7 @@ def test_mail_arriving_after_the_move_check_is_still_synced(imap_account, monkey
 
 def test_a_folder_listed_by_the_move_check_is_not_listed_again_for_its_sync(
         imap_account, monkeypatch, mocker):
-    from mailsync.maildir import Maildir
+    from mailsync.drivers.maildir import Maildir
     s = synced(imap_account)
     new = make_corpus(7)[6]
     s.local.deliver("INBOX", new)

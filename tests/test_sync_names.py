@@ -2,7 +2,7 @@
 names"), and every name round-trips.
 
 Dovecot refuses most of these names, so the in-memory server (tests/memory_remote.py,
-held to the driver contract by tests/test_contracts.py) stands in: `mailsync.imap.connect`
+held to the driver contract by tests/test_contracts.py) stands in: `mailsync.drivers.imap.connect`
 is replaced by one returning its session, and the sync runs in-process through
 engine.run_account.
 """
@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from mailsync import folders, imap, names
+from mailsync import folders, names
+from mailsync.drivers import imap
 from mailsync.config import load_config
-from mailsync.engine import RunOptions, run_account
+from mailsync.accounts import RunOptions, run_account
 from mailsync.reporting import SilentReporter
 from tests.conftest import write_config
 from tests.corpus import make_message

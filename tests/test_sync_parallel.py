@@ -69,7 +69,7 @@ def test_folders_are_reported_in_the_same_order_with_one_or_two_connections(
 
 def test_with_several_connections_the_folders_with_most_mail_start_first():
     from mailsync.folders import FolderPairing
-    from mailsync.imap import FolderStatus
+    from mailsync.drivers.imap import FolderStatus
     from mailsync.imapsync.account import _largest_first
 
     def pairing(name, messages):

@@ -117,7 +117,7 @@ def test_a_re_pairing_killed_while_it_is_recorded_keeps_the_old_record(tmp_path)
     the old record stands (the next run re-pairs again), never no record at all (every
     message would then be new on both sides, copied both ways)."""
     from mailsync.state import State
-    from mailsync.syncplan import Pair
+    from mailsync.imapsync.plan import Pair
     state = State(tmp_path)
     state.put_pairs("Work", [Pair(1, "a", frozenset("S")), Pair(2, "b", frozenset())])
 
@@ -303,7 +303,7 @@ def test_dry_run_state_copy_reads_a_leftover_wal_and_writes_nothing(tmp_path):
     """A run killed mid-way leaves state.sqlite3-wal holding committed pairs: the dry run's
     read-only copy must see them, and still create or change no file in the state dir."""
     from mailsync.state import State
-    from mailsync.syncplan import Pair
+    from mailsync.imapsync.plan import Pair
     writer = State(tmp_path)                    # stays open: the WAL is not checkpointed
     writer.put_pairs("INBOX", [Pair(7, "key7", frozenset("S"))])
     assert (tmp_path / "state.sqlite3-wal").stat().st_size > 0
@@ -384,8 +384,8 @@ def test_a_placeholder_re_flagged_while_its_body_comes_stays_one_message(imap_ac
     while its body downloads, the mail client marks the placeholder read (renames it). The whole message takes the
     placeholder's place under its new name: one file, the phone's flag and the
     client's both kept, and the next run carries the read flag to the server."""
-    from mailsync import imap
-    from mailsync.maildir import Maildir
+    from mailsync.drivers import imap
+    from mailsync.drivers.maildir import Maildir
     s = headers_first(imap_account)
     assert s.sync().code == 0
     stub = next(f for f in _placeholder_files(s) if b"X-Corpus-Index: 900" in f.read_bytes())

@@ -1,4 +1,4 @@
-"""Table tests for the pure per-folder sync decision (mailsync.syncplan). Where a test
+"""Table tests for the pure per-folder sync decision (mailsync.imapsync.plan). Where a test
 also checks what a plan leaves, the real engine carries it out (tests/engine_harness.py:
 the in-memory server, a real Maildir and state) and a second plan must be empty."""
 
@@ -7,8 +7,8 @@ import inspect
 
 import pytest
 
-from mailsync import syncplan
-from mailsync.syncplan import (
+from mailsync.imapsync import plan as syncplan
+from mailsync.imapsync.plan import (
     DeleteLocal, Download, ExpungeRemote, FolderPlan, Forget, LocalMsg, Pair, Policy, Record,
     RemoteMsg, SetLocalFlags, SetRemoteFlags, UpgradePlaceholder, Upload, plan_folder,
 )

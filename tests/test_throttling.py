@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from mailsync import imap
+from mailsync.drivers import imap
 from tests.fakeserver import FakeRun, FakeServer, imap_script
 
 MESSAGES = {1: b"Subject: one\nMessage-ID: <1@x>\n\nfirst\n",

@@ -1,7 +1,7 @@
 """The planner's part of watch: a headers-only placeholder opened in the mail client (S
 set locally) is upgraded in place, keeping its flags; S set elsewhere is not a request."""
 
-from mailsync.syncplan import (LocalMsg, Pair, Policy, RemoteMsg, SetRemoteFlags,
+from mailsync.imapsync.plan import (LocalMsg, Pair, Policy, RemoteMsg, SetRemoteFlags,
                                UpgradePlaceholder, plan_folder)
 
 F = frozenset

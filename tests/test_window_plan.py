@@ -3,7 +3,7 @@ message is never expunged and nothing is downloaded (issue 14, sync window)."""
 
 from hypothesis import given, settings, strategies as st
 
-from mailsync.syncplan import (DeleteLocal, Download, ExpungeRemote, Forget, LocalMsg,
+from mailsync.imapsync.plan import (DeleteLocal, Download, ExpungeRemote, Forget, LocalMsg,
                                MODES, Pair, Policy, RemoteMsg, SetRemoteFlags, plan_folder)
 
 F = frozenset

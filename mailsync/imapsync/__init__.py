@@ -9,5 +9,5 @@
 - placeholders: headers-first messages, and the notes that stand for their bodies.
 - describe: a plan in words, for --dry-run.
 
-The decision itself is the pure mailsync.syncplan.plan_folder.
+The decision itself is the pure mailsync.imapsync.plan.plan_folder.
 """

@@ -10,7 +10,8 @@ from __future__ import annotations
 import threading
 from dataclasses import replace
 
-from mailsync import folders, imap, names
+from mailsync import folders, names
+from mailsync.drivers import imap
 from mailsync.config import Account, resolve_secret
 from mailsync.contracts import CommandRefused, LocalFolder
 from mailsync.errors import MailsyncError, RefusedError
@@ -18,7 +19,7 @@ from mailsync.folders import FolderPairing
 from mailsync.imapsync.folder import FolderSync, SyncOptions
 from mailsync.imapsync.gmail import GmailCopies
 from mailsync.imapsync.localmoves import LocalMoves
-from mailsync.maildir import Entry, Maildir, wait_until_settled
+from mailsync.drivers.maildir import Entry, Maildir, wait_until_settled
 from mailsync.modes import CHANGE_SERVER
 from mailsync.pool import Pool
 from mailsync.reporting import Reporter

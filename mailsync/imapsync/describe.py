@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Iterable, Mapping
 
 from mailsync.contracts import MANAGED, Entry
-from mailsync.syncplan import (DeleteLocal, Download, ExpungeRemote, FolderPlan,
+from mailsync.imapsync.plan import (DeleteLocal, Download, ExpungeRemote, FolderPlan,
                                SetLocalFlags, SetRemoteFlags, Upload, UpgradePlaceholder)
 
 

@@ -30,7 +30,7 @@ from mailsync.imapsync.placeholders import HeaderRewriter, placeholder_note, pla
 from mailsync.results import FolderResult
 from mailsync.reporting import Reporter
 from mailsync.state import FolderRecord, Intent, State
-from mailsync.syncplan import (Action, DeleteLocal, Download, ExpungeRemote, FolderPlan,
+from mailsync.imapsync.plan import (Action, DeleteLocal, Download, ExpungeRemote, FolderPlan,
                                Forget, LocalMsg, Pair, Policy, Record, RemoteMsg,
                                SetLocalFlags, SetRemoteFlags, Upload, UpgradePlaceholder,
                                plan_folder)

@@ -1,5 +1,5 @@
 """Messages the user moved between local folders, moved on the server with UID MOVE
-before the folders sync (see mailsync.moves), instead of uploaded and expunged.
+before the folders sync (see mailsync.imapsync.moves), instead of uploaded and expunged.
 
 Crash safety: each move is journalled in the destination folder as an upload (token:
 the Message-ID) before the MOVE; after it, one transaction records the destination's
@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable
 
-from mailsync import adoption, crashpoints, folders, moves
+from mailsync import adoption, crashpoints, folders
+from mailsync.imapsync import moves
 from mailsync.contracts import CommandRefused, Entry, LocalFolder, RemoteStore
 from mailsync.folders import FolderPairing
 from mailsync.headers import parse_message_id, searchable
@@ -20,7 +21,7 @@ from mailsync.imapsync import recovery
 from mailsync.imapsync.placeholders import placeholder_size
 from mailsync.reporting import Reporter
 from mailsync.state import Intent, State
-from mailsync.syncplan import Pair
+from mailsync.imapsync.plan import Pair
 
 # relpath -> the local folder there (folders.UnsafeFolderPath for one outside the root)
 LocalFolders = Callable[[str], LocalFolder]

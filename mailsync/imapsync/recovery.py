@@ -13,11 +13,12 @@ from __future__ import annotations
 import io
 from typing import Iterable, Mapping
 
-from mailsync import adoption, moves
+from mailsync import adoption
+from mailsync.imapsync import moves
 from mailsync.contracts import MANAGED, Entry, LocalFolder, RemoteStore
 from mailsync.headers import parse_message_id, searchable
 from mailsync.state import Intent, State
-from mailsync.syncplan import Pair
+from mailsync.imapsync.plan import Pair
 
 
 def settle_intents(remote: RemoteStore, local: LocalFolder, state: State, folder: str,

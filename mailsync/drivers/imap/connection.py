@@ -24,10 +24,10 @@ from mailsync.config import Account
 from mailsync.errors import (AuthError, ConfigError, MailsyncError, ProtocolError,
                              TemporaryError, UnreachableError)
 from mailsync.headers import login_safe
-from mailsync.imap.errors import (MAX_THROTTLE_WAIT, TEMPORARY_CODES, Throttled, clean,
+from mailsync.drivers.imap.errors import (MAX_THROTTLE_WAIT, TEMPORARY_CODES, Throttled, clean,
                                   throttled)
-from mailsync.imap.parse import redact
-from mailsync.imap.session import ImapSession, close_quietly
+from mailsync.drivers.imap.parse import redact
+from mailsync.drivers.imap.session import ImapSession, close_quietly
 from mailsync.secure import (connect_error, greeting_protocol, mismatch_error,
                              plain_connection, plain_greeting, tls_context)
 

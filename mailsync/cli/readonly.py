@@ -8,12 +8,12 @@ import sqlite3
 import time
 from datetime import datetime, timezone
 
-from mailsync import pop3
+from mailsync.drivers import pop3
 from mailsync.config import Account, resolve_secret
 from mailsync.errors import MailsyncError
 from mailsync.results import COUNTS
 from mailsync.state import read_only_copy
-from mailsync.ui import Ui, human_bytes
+from mailsync.cli.ui import Ui, human_bytes
 
 
 def check_accounts(accounts: list[Account], ui: Ui) -> int:
@@ -60,7 +60,7 @@ SHOWN_FOLDERS = 8          # check names at most this many folders, then "(+N mo
 
 def _check_one(account: Account, ui: Ui) -> dict:
     if account.protocol != "pop3":
-        from mailsync.imapcheck import check_imap  # noqa: PLC0415 (IMAP only)
+        from mailsync.cli.imapcheck import check_imap  # noqa: PLC0415 (IMAP only)
         return check_imap(account, ui)
     session = pop3.connect(account, resolve_secret(account), ui.trace if ui.tracing else None)
     try:
@@ -71,7 +71,7 @@ def _check_one(account: Account, ui: Ui) -> dict:
     except BaseException:
         session.abort()
         raise
-    from mailsync.deliver import check_delivery   # noqa: PLC0415 (deliver = mda|lmtp)
+    from mailsync.pop3fetch.deliver import check_delivery   # noqa: PLC0415 (deliver = mda|lmtp)
     return {"host": account.host, "port": account.port, "tls": account.tls,
             "tls_version": tls, "certificate_verified": bool(tls), "user": account.user,
             "capabilities": sorted(caps), "messages": count, "bytes": size,
@@ -88,7 +88,7 @@ def show_status(accounts: list[Account], ui: Ui, every_row: bool = False) -> int
     column appears when an IMAP account is shown, so POP3-only output is unchanged).
     --json: per account its fields, the last run's and its folders'. More accounts
     than a screen holds (without --all): the totals and the accounts needing a look."""
-    from mailsync import statussummary
+    from mailsync.cli import statussummary
     if len(accounts) > statussummary.SUMMARY_OVER and not every_row and not ui.options.json:
         return statussummary.show_summary(accounts, ui)
     imap_shown = any(a.protocol != "pop3" for a in accounts)
@@ -129,7 +129,7 @@ def show_status(accounts: list[Account], ui: Ui, every_row: bool = False) -> int
     columns = list(STATUS_COLUMNS)
     if imap_shown:
         columns.insert(1, "folder")
-    from mailsync.statusmore import add_details   # placeholders, skipped folders, watch
+    from mailsync.cli.statusmore import add_details   # placeholders, skipped folders, watch
     notes = add_details(accounts, data)
     payload: dict = {"accounts": data}
     if len(accounts) > statussummary.SUMMARY_OVER:
@@ -291,7 +291,7 @@ def _stored_count(account: Account) -> int:
 
 def show_folders(account: Account, ui: Ui) -> int:
     if account.protocol != "pop3":
-        from mailsync.imapcheck import show_imap_folders  # noqa: PLC0415
+        from mailsync.cli.imapcheck import show_imap_folders  # noqa: PLC0415
         return show_imap_folders(account, ui)
     session = pop3.connect(account, resolve_secret(account), ui.trace if ui.tracing else None)
     try:

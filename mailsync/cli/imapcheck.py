@@ -4,11 +4,12 @@ state is written."""
 
 from __future__ import annotations
 
-from mailsync import folders, imap, names
+from mailsync import folders, names
+from mailsync.drivers import imap
 from mailsync.config import Account, resolve_secret
 from mailsync.errors import MailsyncError
 from mailsync.state import read_only_copy
-from mailsync.ui import Ui
+from mailsync.cli.ui import Ui
 
 
 

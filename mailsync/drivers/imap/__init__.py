@@ -18,29 +18,29 @@ By job:
 - library: the private names of imaplib and imapclient the driver relies on.
 - imapclient_version: imapclient imported without importlib.metadata (start-up time).
 
-Callers use `from mailsync import imap` and the names below.
+Callers use `from mailsync.drivers import imap` and the names below.
 """
 
-from mailsync.imap import imapclient_version
+from mailsync.drivers.imap import imapclient_version
 
 imapclient_version.install()   # before the first import of imapclient, below
 
 from mailsync.contracts import (CommandRefused, FolderStatus, Namespaces,  # noqa: E402
                                 RemoteMeta, ServerFolder, Sink)
 from mailsync.headers import parse_message_id, searchable  # noqa: E402
-from mailsync.imap.connection import (MAX_PARSED_LITERAL, BoundedIMAPClient,  # noqa: E402
+from mailsync.drivers.imap.connection import (MAX_PARSED_LITERAL, BoundedIMAPClient,  # noqa: E402
                                       BoundedReads, Trace, connect, install_trace,
                                       waiting)
-from mailsync.imap.errors import (MAX_THROTTLE_WAIT, TEMPORARY_CODES,  # noqa: E402
+from mailsync.drivers.imap.errors import (MAX_THROTTLE_WAIT, TEMPORARY_CODES,  # noqa: E402
                                   THROTTLE_SIGNS, THROTTLE_WAIT, MissingCapability,
                                   Throttled, throttle_delay)
-from mailsync.imap.parse import (LETTER_FLAGS, MAX_FOLDERS, MAX_NUMBER,  # noqa: E402
+from mailsync.drivers.imap.parse import (LETTER_FLAGS, MAX_FOLDERS, MAX_NUMBER,  # noqa: E402
                                  MAX_NUMBER64, MAX_SET_CHARS, copyuid, flags_to_letters,
                                  letters_to_flags, lf_to_crlf, parse_fetch,
                                  parse_simple_fetch, redact, set_ranges, uid_sets)
-from mailsync.imap.session import (BODY_BATCH_BYTES, BODY_BATCH_COUNT,  # noqa: E402
+from mailsync.drivers.imap.session import (BODY_BATCH_BYTES, BODY_BATCH_COUNT,  # noqa: E402
                                    ImapSession)
-from mailsync.imap.stream import crlf_to_lf  # noqa: E402
+from mailsync.drivers.imap.stream import crlf_to_lf  # noqa: E402
 from imapclient.response_parser import parse_response  # noqa: E402
 
 # The names tests knew before the split into modules.

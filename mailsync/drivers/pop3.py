@@ -19,7 +19,7 @@ from mailsync.config import Account
 from mailsync.contracts import Sink
 from mailsync.errors import (AuthError, MailsyncError, ProtocolError, TemporaryError,
                              UnreachableError)
-from mailsync.fetchplan import ServerMessage
+from mailsync.pop3fetch.plan import ServerMessage
 from mailsync.secure import (connect_error, greeting_protocol, mismatch_error,
                              plain_connection, tls_context)
 
@@ -121,8 +121,10 @@ class Wire:
                 piece, self.buf = buf[:end + 2], buf[end + 5:]
                 return written + self._emit(sink, piece, first)
             cut = buf.rfind(b"\r\n")
-            if cut <= 0 and len(buf) > LONG_LINE:
-                cut = len(buf) - 4   # no CRLF in reach: no pattern can span this cut
+            if cut <= 0 and len(buf) > max(LONG_LINE, 8):
+                # no CRLF in reach: no pattern can span this cut (the 8 keeps a line-start
+                # "\r\n.." whole on the emitted side however small LONG_LINE is)
+                cut = len(buf) - 4
             if cut > 0:
                 written += self._emit(sink, buf[:cut], first)
                 first, buf = False, buf[cut:]

@@ -77,7 +77,7 @@ def register(cli: click.Group, pass_ctx) -> None:
                  install: bool) -> None:
         """Print a systemd user service and timer running ACCOUNT every DURATION (or,
         with --watch, the service for `mailsync watch`); --install writes them."""
-        from mailsync import schedule as sched
+        from mailsync.cli import schedule as sched
         config = ctx.config()
         config.select([account])   # an unknown account is refused here
         made = sched.units(account, every, as_watch, ctx.config_path)

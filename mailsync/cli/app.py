@@ -26,7 +26,7 @@ EX_SOFTWARE = 70
 class Context:
     def __init__(self, config_path: str | None, quiet: bool, verbose: int, json_out: bool,
                  progress: bool) -> None:
-        from mailsync.ui import OutputOptions, Ui
+        from mailsync.cli.ui import OutputOptions, Ui
         self.config_path = Path(config_path).expanduser() if config_path else None
         self.ui = Ui(OutputOptions(quiet=quiet, verbose=verbose, json=json_out,
                                    progress=progress))
@@ -44,7 +44,7 @@ class Context:
         return chosen
 
     def job_count(self, config) -> int:
-        from mailsync.engine import DEFAULT_JOBS
+        from mailsync.accounts import DEFAULT_JOBS
         return self.jobs or config.jobs or DEFAULT_JOBS
 
     def config(self):
@@ -178,7 +178,7 @@ def cli() -> None:
 
 def _run(ctx: Context, names: tuple[str, ...], options) -> None:
     from mailsync import stopping
-    from mailsync.engine import overall_exit_code, run_accounts
+    from mailsync.accounts import overall_exit_code, run_accounts
     config = ctx.config()
     accounts = ctx.accounts(names, config)
     _warn_ignored_options(ctx, accounts, options)
@@ -247,7 +247,7 @@ def run(ctx: Context, accounts: tuple[str, ...], allow_mass_delete: bool,
         allow_mass_copy: bool) -> None:
     """Each account's own job: POP3 accounts fetch, IMAP accounts sync (all accounts when
     none is named). This is what cron calls."""
-    from mailsync.engine import RunOptions
+    from mailsync.accounts import RunOptions
     _run(ctx, accounts, RunOptions(command="run", allow_mass_delete=allow_mass_delete,
                                    allow_mass_copy=allow_mass_copy))
 
@@ -266,7 +266,7 @@ def fetch(ctx: Context, accounts: tuple[str, ...], keep: bool | None, limit: int
           dry_run: bool, allow_mass_delete: bool, allow_mass_copy: bool) -> None:
     """POP3: download new messages, then delete them on the server. IMAP: a one-way pull
     of new mail, as `sync --mode pull`."""
-    from mailsync.engine import RunOptions
+    from mailsync.accounts import RunOptions
     _run(ctx, accounts, RunOptions(command="fetch", dry_run=dry_run, keep=keep, limit=limit,
                                    mode="pull", allow_mass_delete=allow_mass_delete,
                                    allow_mass_copy=allow_mass_copy))
@@ -288,7 +288,7 @@ def sync(ctx: Context, accounts: tuple[str, ...], folders: tuple[str, ...], dry_
          mode: str | None, allow_mass_delete: bool, allow_mass_copy: bool,
          full: bool) -> None:
     """IMAP two-way sync between server folders and local Maildir folders."""
-    from mailsync.engine import RunOptions
+    from mailsync.accounts import RunOptions
     _run(ctx, accounts, RunOptions(command="sync", dry_run=dry_run, mode=mode,
                                    folders=folders, allow_mass_delete=allow_mass_delete,
                                    allow_mass_copy=allow_mass_copy, full=full))
@@ -300,7 +300,7 @@ def sync(ctx: Context, accounts: tuple[str, ...], folders: tuple[str, ...], dry_
 def check(ctx: Context, accounts: tuple[str, ...]) -> None:
     """Validate the config, connect, verify TLS, log in, list capabilities and folders;
     changes nothing anywhere."""
-    from mailsync.readonly import check_accounts
+    from mailsync.cli.readonly import check_accounts
     results = check_accounts(ctx.accounts(accounts), ctx.ui)
     sys.exit(results)
 
@@ -313,7 +313,7 @@ def check(ctx: Context, accounts: tuple[str, ...]) -> None:
 @pass_ctx
 def status(ctx: Context, accounts: tuple[str, ...], every_row: bool) -> None:
     """What the local state knows: last run, its result, counts per folder."""
-    from mailsync.readonly import show_status
+    from mailsync.cli.readonly import show_status
     sys.exit(show_status(ctx.accounts(accounts), ctx.ui, every_row))
 
 
@@ -324,7 +324,7 @@ def folders(ctx: Context, account: str | None) -> None:
     """Server folders with message counts and the local folder each maps to (ACCOUNT may
     be left out when the config has one account)."""
     from mailsync.errors import UsageError
-    from mailsync.readonly import show_folders
+    from mailsync.cli.readonly import show_folders
     config = ctx.config()
     if account is None and len(config.accounts) != 1:
         raise UsageError("folders needs an ACCOUNT: the config has "
@@ -399,7 +399,7 @@ def password(ctx: Context, account: str) -> None:
     ctx.ui.lines([f"{acct.name}: password stored in {where}{note}"])
 
 
-from mailsync.commands import register as _register_commands  # noqa: E402
+from mailsync.cli.commands import register as _register_commands  # noqa: E402
 
 _register_commands(cli, pass_ctx)   # watch, schedule; ACCOUNT completion everywhere
 

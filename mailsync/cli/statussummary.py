@@ -15,7 +15,7 @@ import time
 
 from mailsync.config import Account
 from mailsync.state import read_only_copy
-from mailsync.ui import Ui
+from mailsync.cli.ui import Ui
 
 SUMMARY_OVER = 20       # more accounts than fit a screen as a table with folder rows
 ATTENTION_ROWS = 15

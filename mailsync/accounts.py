@@ -72,9 +72,9 @@ def _in_parallel(accounts: list[Account], options: RunOptions, reporter: Reporte
                  jobs: int) -> list[AccountResult]:
     # Each engine imported once here, not by racing threads; only the ones in use.
     if any(a.protocol == "pop3" for a in accounts):
-        import mailsync.fetch  # noqa: F401
+        import mailsync.pop3fetch.account  # noqa: F401
     if any(a.protocol == "imap" for a in accounts):
-        import mailsync.sync  # noqa: F401
+        import mailsync.imapsync.account  # noqa: F401
     waiting = list(reversed(list(enumerate(accounts))))
     results: dict[int, AccountResult] = {}
     lock = threading.Lock()
@@ -219,11 +219,11 @@ def _job(account: Account, options: RunOptions, state: State, reporter: Reporter
             if options.command == "sync":
                 raise UsageError(f"account {account.name} is a POP3 account",
                                  "use `mailsync fetch` (or `run`) for it")
-            from mailsync.fetch import FetchOptions, fetch_account  # POP3 only
+            from mailsync.pop3fetch.account import FetchOptions, fetch_account  # POP3 only
             return fetch_account(account, state, reporter,
                                  FetchOptions(options.dry_run, options.keep, options.limit),
                                  clock)
-        from mailsync.sync import SyncOptions, sync_account  # IMAP only: keeps POP3 light
+        from mailsync.imapsync.account import SyncOptions, sync_account  # IMAP only: keeps POP3 light
         mode = "pull" if options.command == "fetch" else (options.mode or account.mode)
         return sync_account(account, state, reporter, SyncOptions(
             mode=mode, dry_run=options.dry_run, folders=options.folders,

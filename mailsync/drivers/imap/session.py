@@ -33,14 +33,14 @@ from mailsync.contracts import (Changes, FolderStatus, Namespaces, RemoteMeta, S
                                 Sink)
 from mailsync.errors import ProtocolError, TemporaryError
 from mailsync.headers import parse_message_id, searchable
-from mailsync.imap.errors import LibraryCalls, MissingCapability, command_errors
-from mailsync.imap.parse import (MAX_FOLDERS, MAX_NUMBER, MAX_NUMBER64, copyuid,
+from mailsync.drivers.imap.errors import LibraryCalls, MissingCapability, command_errors
+from mailsync.drivers.imap.parse import (MAX_FOLDERS, MAX_NUMBER, MAX_NUMBER64, copyuid,
                                  delimiter_of, flags_to_letters, idle_event,
                                  letters_to_flags, lf_to_crlf, namespace_prefix,
                                  pairs, parse_answer, parse_fetch, quote, raw_name, response_text,
                                  set_ranges, status_entry, to_datetime, uid_sets,
                                  uids_in, upper_keys, vanished_uids)
-from mailsync.imap.stream import FetchReader, StreamClosed, StreamError, crlf_to_lf
+from mailsync.drivers.imap.stream import FetchReader, StreamClosed, StreamError, crlf_to_lf
 from mailsync.names import decode_mutf7
 
 BODY_BATCH_COUNT = 200           # messages per body FETCH

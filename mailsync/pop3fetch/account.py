@@ -13,13 +13,14 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from mailsync import adoption, crashpoints, pop3
+from mailsync import adoption, crashpoints
+from mailsync.drivers import pop3
 from mailsync.batching import batches
 from mailsync.config import Account, resolve_secret
-from mailsync.deliver import Deliverer, deliverer_for
+from mailsync.pop3fetch.deliver import Deliverer, deliverer_for
 from mailsync.errors import ConfigError, Interrupted, MailsyncError, TemporaryError
-from mailsync.fetchplan import FetchPlan, FetchPolicy, ServerMessage, plan_fetch
-from mailsync.maildir import Maildir, TmpFile, unique_name
+from mailsync.pop3fetch.plan import FetchPlan, FetchPolicy, ServerMessage, plan_fetch
+from mailsync.drivers.maildir import Maildir, TmpFile, unique_name
 from mailsync.results import AccountResult
 from mailsync.reporting import Reporter
 from mailsync.state import State

@@ -20,7 +20,7 @@ from imapclient.datetime_util import parse_to_datetime
 from imapclient.response_parser import parse_response
 
 from mailsync.contracts import ServerFolder
-from mailsync.imap.errors import from_library
+from mailsync.drivers.imap.errors import from_library
 from mailsync.names import decode_mutf7, encode_mutf7
 
 MAX_SET_CHARS = 8000             # longest UID set sent in one command

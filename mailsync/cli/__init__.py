@@ -1,0 +1,2 @@
+"""The command line: the click application (app), its commands, and everything the user
+sees of a run (ui: progress, tables, summaries, JSON)."""
