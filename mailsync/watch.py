@@ -11,7 +11,8 @@ fetch_account for POP3), one at a time, whenever something asks for it:
   keeps a NAT from forgetting the connection, and an answer that must come within the
   account's timeout, so a link that died without a word (a new network address, a
   NAT that dropped it) is found and replaced (KEEPALIVE is under the 29 minutes after
-  which a server may end an IDLE). A listener that loses its connection reconnects
+  which a server may end an IDLE). A change reported with the answer to DONE or NOOP
+  asks for a pass like one reported during IDLE. A listener that loses its connection reconnects
   with capped exponential backoff and asks for a catch-up sync once it is back;
 - the Maildir: inotify on every folder's new/ and cur/ (and on the folder
   directories, for new folders), debounced: a sync runs DEBOUNCE seconds after the
@@ -429,9 +430,20 @@ class AccountWatch:
                                          "suspended; reconnecting", "")
             # DONE and NOOP must be answered within the account's timeout: a dead link
             # ends here in a TemporaryError, and the listener reconnects.
-            session.idle_done()
-            if not self.stop_event.is_set():
-                session.noop()
+            ended = session.idle_done()
+            if self.stop_event.is_set():
+                break
+            answered = session.noop()
+            # A change the server held back comes with the answer to DONE or NOOP
+            # (Dovecot reports the selected folder's half a second late). A session
+            # that returns those answers (as idle_wait's events) lets only a real
+            # change ask for a pass; one that does not (None) gets a catch-up pass,
+            # so no change is left for the hourly full pass.
+            if ended is None or answered is None:
+                self.ask("keepalive")
+            elif ended or answered:
+                self.ask("server " + ",".join(sorted({f or folder or "*"
+                                                      for _, f in [*ended, *answered]})))
 
     # watch.json ------------------------------------------------------------------------
     def _connection(self, label: str, text: str) -> None:

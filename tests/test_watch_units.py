@@ -111,6 +111,23 @@ def test_a_quiet_idle_sends_a_noop_every_keepalive(tmp_path, monkeypatch):
     assert watch.KEEPALIVE <= watch.REIDLE
 
 
+@pytest.mark.parametrize("ended,answered,asked", [
+    ([("EXISTS", None)], [], ["server INBOX"]),     # held back, sent with DONE's answer
+    ([], [("STATUS", "Sent")], ["server Sent"]),
+    ([], [], []),                                   # nothing happened: no pass
+    (None, None, ["keepalive"]),                    # a session that cannot say: a pass
+])
+def test_a_change_answered_with_done_or_noop_asks_for_a_pass(tmp_path, monkeypatch, ended,
+                                                              answered, asked):
+    monkeypatch.setattr(watch, "KEEPALIVE", 0.02)
+    w = watch.AccountWatch(account(tmp_path), watch.EventLog(), lock=None)
+    session = QuietSession()
+    session.idle_done = lambda: ended
+    session.noop = lambda: (w.stop_event.set(), answered)[1]
+    w._idle(session, "INBOX")
+    assert w._taken() == asked
+
+
 def test_a_noop_that_gets_no_answer_ends_the_connection(tmp_path, monkeypatch):
     monkeypatch.setattr(watch, "KEEPALIVE", 0.05)
     w = watch.AccountWatch(account(tmp_path), watch.EventLog(), lock=None)
