@@ -58,8 +58,8 @@ tool adds to messages it uploads (mbsync X-TUID, offlineimap X-OfflineIMAP).
 ``--scale-check`` runs only mailsync: initial sync then ``--repeat`` no-op
 resyncs, once with N = --messages and once with 5N messages (small-attachment
 corpus, since a no-op resync transfers no bodies), and prints the ratio of the
-no-op medians (target <= 1.5x).  ``--profile`` runs mailsync's initial sync and
-a no-op resync of the benchmark corpus under cProfile and prints the top
+no-op medians (target <= 1.5x).  ``--profile`` runs mailsync's initial sync, a
+no-op resync and the 1 % change resync of the benchmark corpus under cProfile and prints the top
 functions by cumulative and by own time.
 
 Everything runs under timeouts; Dovecot is stopped by pid and the scratch
@@ -1036,11 +1036,13 @@ def scale_check(dc: Dovecot, scratch: Path, n: int, folders: list[str], repeat: 
 
 def profile_mailsync(dc: Dovecot, scratch: Path, n: int, folders: list[str], timeout: float,
                      top: int, out_dir: Path | None) -> dict:
-    """mailsync's initial sync and then a no-op resync under cProfile (same corpus and
-    layout as the benchmark); the top *top* lines sorted by cumtime and by tottime."""
+    """mailsync's initial sync, a no-op resync and a resync after the 1 % change under
+    cProfile (same corpus, layout and change as the benchmark); the top *top* lines
+    sorted by cumtime and by tottime."""
     import io
     import pstats
-    corpus = build_corpus(n, 0, MAX_ATTACHMENT)
+    plan = ChangePlan.make(n)
+    corpus = build_corpus(n, len(plan.new), MAX_ATTACHMENT)
     warm_up(dc, scratch, corpus, folders, ["mailsync"], timeout)
     template = seed_template(dc, corpus, n, folders)
     user = clone_user(dc, template)
@@ -1050,7 +1052,10 @@ def profile_mailsync(dc: Dovecot, scratch: Path, n: int, folders: list[str], tim
         setup = MailsyncSetup(dc, user, work)
         cmd, env = setup.command()
         model = initial_model(n, folders)
-        for scenario in ("initial", "noop"):
+        for scenario in ("initial", "noop", "change"):
+            if scenario == "change":
+                apply_changes(dc, user, setup, plan, model, corpus, folders)
+                model = plan.apply_to_model(model, folders)
             prof = work / f"{scenario}.prof"
             # cProfile runs a script: a driver runs main(), in the installed copy's
             # Python.
