@@ -94,7 +94,7 @@ def show_status(accounts: list[Account], ui: Ui, every_row: bool = False) -> int
     imap_shown = any(a.protocol != "pop3" for a in accounts)
     rows, data = [], []
     for account in accounts:
-        last = _last_run(account)
+        last = last_run(account)
         known = _stored_count(account)
         item = {"name": account.name, "protocol": account.protocol, "last_run": None,
                 "known_messages": known, "failing_since": None}
@@ -242,21 +242,28 @@ def _open_readonly(account: Account) -> sqlite3.Connection | None:
         return None
 
 
-def _last_run(account: Account) -> dict | None:
+def last_run(account: Account) -> dict | None:
+    """The account's last recorded run (its end, exit status, error, summary, start,
+    command, and since when its failures run), or None: never run, or no state."""
     db = _open_readonly(account)
     if db is None:
         return None
     try:
-        row = db.execute("SELECT finished, exit_code, error, summary, started, command "
-                         "FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+        row = db.execute("SELECT finished, exit_code, error, summary, started, command, "
+                         "failing_since FROM runs ORDER BY id DESC LIMIT 1").fetchone()
     except sqlite3.Error:
         return None
     finally:
         db.close()
     if row is None:
         return None
+    try:
+        summary = json.loads(row[3])
+    except ValueError:
+        summary = {}
     return {"finished": row[0], "exit_code": row[1], "error": row[2],
-            "summary": json.loads(row[3]), "started": row[4], "command": row[5]}
+            "summary": summary if isinstance(summary, dict) else {}, "started": row[4],
+            "command": row[5], "failing_since": row[6]}
 
 
 def _failing_since(account: Account) -> float | None:

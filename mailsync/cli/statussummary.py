@@ -9,13 +9,11 @@ these totals as "summary". Read-only, like status.
 
 from __future__ import annotations
 
-import json
-import sqlite3
 import time
 
-from mailsync.config import Account
-from mailsync.state import read_only_copy
+from mailsync.cli.readonly import last_run
 from mailsync.cli.ui import Ui
+from mailsync.config import Account
 
 SUMMARY_OVER = 20       # more accounts than fit a screen as a table with folder rows
 ATTENTION_ROWS = 15
@@ -23,28 +21,16 @@ ATTENTION_ROWS = 15
 
 def last_runs(account: Account) -> dict | None:
     """The last run's end, exit status, error, downloads and failing-since, or None."""
-    path = account.state_dir / "state.sqlite3"
-    if not path.exists():
+    run = last_run(account)
+    if run is None:
         return None
     try:
-        db = read_only_copy(path)
-    except sqlite3.Error:
-        return None
-    try:
-        row = db.execute("SELECT finished, exit_code, error, summary, failing_since "
-                         "FROM runs ORDER BY id DESC LIMIT 1").fetchone()
-    except sqlite3.Error:
-        return None
-    finally:
-        db.close()
-    if row is None:
-        return None
-    try:
-        downloaded = int(json.loads(row[3]).get("downloaded", 0) or 0)
-    except (ValueError, AttributeError, TypeError):
+        downloaded = int(run["summary"].get("downloaded", 0) or 0)
+    except (ValueError, TypeError):
         downloaded = 0
-    return {"finished": row[0], "exit_code": row[1], "error": row[2],
-            "downloaded": downloaded, "failing_since": row[4]}
+    return {"finished": run["finished"], "exit_code": run["exit_code"],
+            "error": run["error"], "downloaded": downloaded,
+            "failing_since": run["failing_since"]}
 
 
 def summarise(accounts: list[Account]) -> tuple[dict, list[tuple[Account, dict | None]]]:
