@@ -15,7 +15,7 @@ own new file in OUTDIR: no fsync, no rename, nothing recorded.
 Prints one line: "messages=N bytes=B".
 
 Run it with `python -S` (no site: no editable-install finder, no .pth files); --stack
-adds the running venv's site-packages to sys.path itself.
+adds the venv's site-packages (BENCH_PURELIB, set by floor.py) to sys.path itself.
 """
 
 from __future__ import annotations
@@ -108,8 +108,10 @@ def main(argv: list[str]) -> None:
     mode, args = argv[0], argv[1:]
     if mode == "login":
         if "--stack" in args:
-            import sysconfig
-            sys.path.append(sysconfig.get_paths()["purelib"])
+            # under -S this Python does not know it runs in a venv: floor.py says where
+            # the venv's libraries are
+            import os
+            sys.path.append(os.environ["BENCH_PURELIB"])
             import sqlite3, tomllib  # noqa: E401,F401 -- the cost of loading is the point
             import click, imapclient  # noqa: E401,F401
         host, port, user, password, ca = args[:5]

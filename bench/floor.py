@@ -28,6 +28,7 @@ import shutil
 import signal
 import statistics
 import sys
+import sysconfig
 import tempfile
 from pathlib import Path
 
@@ -42,6 +43,7 @@ LOGINS_PER_REPEAT = 7
 def probe(dc, user: str, work: Path, args: list[str], timeout: float) -> bench.Measurement:
     env = bench.ToolSetup(dc, user, work).tool_env()
     env["PYTHONPATH"] = str(HERE)
+    env["BENCH_PURELIB"] = sysconfig.get_paths()["purelib"]   # for --stack, run with -S
     mode, rest = args[0], args[1:]
     cmd = [sys.executable, "-S", "-c", PROBE, mode, dc.host, str(dc.imaps_port), user,
            dc.password, str(dc.ca_file), *rest]
