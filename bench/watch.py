@@ -146,8 +146,7 @@ def run(args) -> dict:
                  and json.loads(status.read_text()).get("last_sync"), 60, 0.05,
                  "the watch's first pass")
         time.sleep(1)
-        pusher, checker = client(server, user), client(server, user)
-        checker.select_folder("INBOX", readonly=True)
+        pusher = client(server, user)
 
         latencies, rss_marks = [], {}
         from mailsync.inotify import IN_CREATE, IN_MOVED_TO, Inotify
@@ -175,6 +174,10 @@ def run(args) -> dict:
 
         flag_latencies = []
         time.sleep(1)
+        # connected only now: a client idle through a long run is logged out by Dovecot
+        pusher.noop()
+        checker = client(server, user)
+        checker.select_folder("INBOX", readonly=True)
         for n, entry in enumerate(sorted(files(maildir), key=lambda e: e.name)[:args.flags]):
             path = Path(entry.path)
             key = path.name.split(":2,")[0]
