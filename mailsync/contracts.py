@@ -261,9 +261,6 @@ class LocalFolder(Protocol):
         keeping the file's name and flags: one atomic rename, durable on return. None when
         key's message is gone meanwhile or write did not complete it (nothing changed)."""
 
-    def unfinished(self, key: str) -> bool:
-        """Whether a delivery of key began and was never published (a crash)."""
-
     def discard_unfinished(self, key: str) -> None:
         """Remove what a delivery of key that never published left."""
 

@@ -36,12 +36,13 @@ class GmailSession(MemorySession):
         return got
 
 
-def gmail(fake, monkeypatch):
+def gmail(fake, monkeypatch, session=None):
+    """An account over GmailServer, through session (GmailSession by default)."""
     s = fake("maildir++", "/")
     server = GmailServer("/")
     s.server = server
-    monkeypatch.setattr(imap, "connect",
-                        lambda account, secret, trace=None, **kw: GmailSession(server))
+    monkeypatch.setattr(imap, "connect", lambda account, secret, trace=None, **kw:
+                        (session or GmailSession)(server))
     return s
 
 
@@ -89,11 +90,8 @@ class DroppingGmailSession(GmailSession):
 
 
 def test_an_upload_gmail_drops_is_neither_repeated_nor_deleted(fake, monkeypatch):
-    s = fake("maildir++", "/")
-    server = GmailServer("/")
-    s.server = server
-    monkeypatch.setattr(imap, "connect",
-                        lambda account, secret, trace=None, **kw: DroppingGmailSession(server))
+    s = gmail(fake, monkeypatch, DroppingGmailSession)
+    server = s.server
     bodies = [make_message(i, size=200) for i in range(3)]
     server.folder("INBOX")
     for name in (ALL_MAIL, "Work"):

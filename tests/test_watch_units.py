@@ -80,8 +80,8 @@ def test_a_suspend_during_idle_ends_the_connection(tmp_path, monkeypatch):
         w._idle(QuietSession(), "INBOX")
 
 
-def test_idle_is_renewed_before_the_server_drops_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(watch, "REIDLE", 0.05)
+def idle_three_times(tmp_path) -> "QuietSession":
+    """A watch IDLEs on a quiet session until its third IDLE, then stops."""
     w = watch.AccountWatch(account(tmp_path), watch.EventLog(), lock=None)
     session = QuietSession()
     original = session.idle_wait
@@ -92,21 +92,18 @@ def test_idle_is_renewed_before_the_server_drops_it(tmp_path, monkeypatch):
         return original(timeout)
     session.idle_wait = wait
     w._idle(session, "INBOX")
+    return session
+
+
+def test_idle_is_renewed_before_the_server_drops_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(watch, "REIDLE", 0.05)
+    session = idle_three_times(tmp_path)
     assert session.idles == 3 and watch.REIDLE < 25 * 60
 
 
 def test_a_quiet_idle_sends_a_noop_every_keepalive(tmp_path, monkeypatch):
     monkeypatch.setattr(watch, "KEEPALIVE", 0.05)
-    w = watch.AccountWatch(account(tmp_path), watch.EventLog(), lock=None)
-    session = QuietSession()
-    original = session.idle_wait
-
-    def wait(timeout):
-        if session.idles >= 3:
-            w.stop_event.set()
-        return original(timeout)
-    session.idle_wait = wait
-    w._idle(session, "INBOX")
+    session = idle_three_times(tmp_path)
     assert session.calls[:6] == ["IDLE", "DONE", "NOOP", "IDLE", "DONE", "NOOP"]
     assert watch.KEEPALIVE <= watch.REIDLE
 

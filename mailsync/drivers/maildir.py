@@ -302,13 +302,7 @@ class Maildir:
 
     def deliver(self, flags: Mapping[str, str],
                 write: Callable[[Receiving], None]) -> dict[str, Entry]:
-        receiving = _Receiving(self)
-        try:
-            write(receiving)
-        except BaseException:
-            receiving.abort_all()
-            raise
-        complete = receiving.complete_keys()
+        complete = _Receiving(self).run(write)
         if not complete:
             return {}
         self.make_durable()   # before any of them is renamed into place
@@ -319,13 +313,7 @@ class Maildir:
 
     def replace_content(self, key: str, write: Callable[[Receiving], None]) -> Entry | None:
         name = unique_name()
-        receiving = _Receiving(self, durable=True, rename={key: name})
-        try:
-            write(receiving)
-        except BaseException:
-            receiving.abort_all()
-            raise
-        if key not in receiving.complete_keys():
+        if key not in _Receiving(self, durable=True, rename={key: name}).run(write):
             return None
         # Where the message is now: a mail client may have renamed or deleted it while
         # the new content came (replacing a stale name would make a second file).
@@ -336,9 +324,6 @@ class Maildir:
         entry = self.replace(entry, name)
         self.sync_dirs()
         return entry
-
-    def unfinished(self, key: str) -> bool:
-        return self.tmp_exists(key)
 
     def discard_unfinished(self, key: str) -> None:
         self.discard_tmp(key)
@@ -368,16 +353,20 @@ class _Receiving:
         self.files[key].close(durable=self.durable)
         self.complete.append(key)
 
-    def complete_keys(self) -> list[str]:
+    def run(self, write: Callable[[Receiving], None]) -> list[str]:
+        """write(self), then the keys it completed; every other file it began is removed
+        (all of them when write raises)."""
+        try:
+            write(self)
+        except BaseException:
+            for f in self.files.values():
+                f.abort()
+            raise
         done = set(self.complete)
         for key, f in self.files.items():
             if key not in done:
                 f.abort()
-        return [k for k in self.complete if k in self.files]
-
-    def abort_all(self) -> None:
-        for f in self.files.values():
-            f.abort()
+        return self.complete
 
 
 def _placed(key: str, flags: str, subdir: str | None = None) -> Entry:
